@@ -1,0 +1,97 @@
+import { mkdir } from 'node:fs/promises';
+import { container as rootContainer, type DependencyContainer } from 'tsyringe';
+import { closest } from 'fastest-levenshtein';
+import type { Logger } from '../log.js';
+import type { BerthConfig } from '../config/types.js';
+import { BUILTIN_PLUGINS_DIR } from '../paths.js';
+import { loadPlugins, PluginError, type PluginRegistry } from '../plugins/loader.js';
+import { RuntimeHandlerRegistry } from '../runtime/handlers.js';
+import { PodNetworkService } from '../network/service.js';
+import type { NetworkProvider, NetworkProviderFactory } from '../network/provider.js';
+import { RuntimeInfoHandlers } from '../cri/runtime-info.js';
+import { Tokens } from './tokens.js';
+
+/** Everything the daemon built at start-up, with one call to release it. */
+export interface CoreServices {
+  container: DependencyContainer;
+  close(): Promise<void>;
+}
+
+/**
+ * Builds the daemon's dependency container: loads plugins, creates the runtime handlers and the
+ * network provider, and registers every service and CRI handler group. This is the only place
+ * that decides which implementation serves which interface.
+ */
+export async function buildContainer(config: BerthConfig, log: Logger): Promise<CoreServices> {
+  await mkdir(config.root, { recursive: true, mode: 0o711 });
+  await mkdir(config.runroot, { recursive: true, mode: 0o711 });
+
+  const plugins = await loadPlugins(
+    [{ dir: BUILTIN_PLUGINS_DIR, builtin: true }, ...config.plugin_dirs.map((dir) => ({ dir, builtin: false }))],
+    log,
+  );
+  checkPluginTables(config, plugins);
+
+  const closers: (() => Promise<void>)[] = [];
+  const close = async (): Promise<void> => {
+    for (const closer of closers.reverse()) {
+      try {
+        await closer();
+      } catch (err) {
+        log.error({ err }, 'cannot release a service at shutdown');
+      }
+    }
+  };
+
+  try {
+    const handlers = await RuntimeHandlerRegistry.create(config, plugins, log);
+    closers.push(() => handlers.close());
+
+    const network = new PodNetworkService(await createNetworkProvider(config, plugins, log));
+    closers.push(() => network.close());
+
+    const container = rootContainer.createChildContainer();
+    container.register(Tokens.Config, { useValue: config });
+    container.register(Tokens.Logger, { useValue: log });
+    container.register(Tokens.Plugins, { useValue: plugins });
+    container.register(Tokens.RuntimeHandlers, { useValue: handlers });
+    container.register(Tokens.PodNetwork, { useValue: network });
+
+    container.register(Tokens.CriHandlerGroup, { useClass: RuntimeInfoHandlers });
+
+    return { container, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+async function createNetworkProvider(config: BerthConfig, plugins: PluginRegistry, log: Logger): Promise<NetworkProvider | undefined> {
+  const name = config.network.provider;
+  if (name === '') {
+    log.warn('network.provider is empty: pods can only use the host network');
+    return undefined;
+  }
+
+  const provision = plugins.get('network-provider', name);
+  if (!provision) {
+    const known = plugins.names('network-provider').join(', ') || 'none';
+    throw new PluginError(`network.provider: no plugin provides network provider "${name}" (available: ${known})`);
+  }
+
+  const options = provision.checkOptions(config.plugins[name] ?? {}, `plugins.${name}`);
+  const factory = provision.factory as unknown as NetworkProviderFactory;
+  const stateDir = `${config.runroot}/network/${name}`;
+  await mkdir(stateDir, { recursive: true, mode: 0o700 });
+  return factory.create(options, { stateDir, log: log.child({ network_provider: name }) });
+}
+
+/** Rejects a `plugins.<name>` table that no loaded plugin provides, suggesting the nearest name. */
+function checkPluginTables(config: BerthConfig, plugins: PluginRegistry): void {
+  const known = [...plugins.names('network-provider'), ...plugins.names('seccomp-profile-provider')];
+  for (const name of Object.keys(config.plugins)) {
+    if (known.includes(name)) continue;
+    const hint = known.length > 0 ? `; did you mean "${closest(name, known)}"?` : '';
+    throw new PluginError(`plugins.${name}: no loaded network or seccomp plugin is named "${name}"${hint}`);
+  }
+}
