@@ -1,4 +1,5 @@
 import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
 import { closest } from 'fastest-levenshtein';
 import type { Logger } from '../log.js';
@@ -9,6 +10,18 @@ import { RuntimeHandlerRegistry } from '../runtime/handlers.js';
 import { PodNetworkService } from '../network/service.js';
 import type { NetworkProvider, NetworkProviderFactory } from '../network/provider.js';
 import { RuntimeInfoHandlers } from '../cri/runtime-info.js';
+import { PodSandboxHandlers } from '../cri/pod-sandbox.js';
+import { ContainerLifecycleHandlers } from '../cri/container-lifecycle.js';
+import { ContainerStatusHandlers } from '../cri/container-status.js';
+import { ExecHandlers } from '../cri/exec.js';
+import { StatsHandlers } from '../cri/stats.js';
+import { SandboxService, SandboxStore } from '../sandbox/service.js';
+import { ContainerService, ContainerStore } from '../container/service.js';
+import { StatsService } from '../container/stats.js';
+import { BuiltinSeccompProvider } from '../seccomp/builtin.js';
+import type { SeccompProfileProvider, SeccompProfileProviderFactory } from '../seccomp/provider.js';
+import type { ImageStore } from '../image/store.js';
+import { UnavailableError } from '../errors.js';
 import { Tokens } from './tokens.js';
 
 /** Everything the daemon built at start-up, with one call to release it. */
@@ -57,7 +70,26 @@ export async function buildContainer(config: BerthConfig, log: Logger): Promise<
     container.register(Tokens.RuntimeHandlers, { useValue: handlers });
     container.register(Tokens.PodNetwork, { useValue: network });
 
+    container.register(Tokens.SeccompProfileProvider, { useValue: await createSeccompProvider(config, plugins, log) });
+    if (!container.isRegistered(Tokens.ImageStore)) container.register(Tokens.ImageStore, { useValue: missingImageStore() });
+
+    container.register(Tokens.SandboxStore, { useValue: new SandboxStore(path.join(config.root, 'sandboxes'), 'pod sandbox') });
+    container.register(Tokens.ContainerStore, { useValue: new ContainerStore(path.join(config.root, 'containers'), 'container') });
+    container.registerSingleton(Tokens.ContainerService, ContainerService);
+    container.register(Tokens.SandboxContainers, { useToken: Tokens.ContainerService });
+    container.registerSingleton(Tokens.SandboxService, SandboxService);
+    container.registerSingleton(Tokens.StatsService, StatsService);
+
     container.register(Tokens.CriHandlerGroup, { useClass: RuntimeInfoHandlers });
+    container.register(Tokens.CriHandlerGroup, { useClass: PodSandboxHandlers });
+    container.register(Tokens.CriHandlerGroup, { useClass: ContainerLifecycleHandlers });
+    container.register(Tokens.CriHandlerGroup, { useClass: ContainerStatusHandlers });
+    container.register(Tokens.CriHandlerGroup, { useClass: ExecHandlers });
+    container.register(Tokens.CriHandlerGroup, { useClass: StatsHandlers });
+
+    // Containers first: recovering a half-created sandbox removes its containers.
+    await container.resolve(Tokens.ContainerService).recover(log);
+    await container.resolve(Tokens.SandboxService).recover(log);
 
     return { container, close };
   } catch (err) {
@@ -84,6 +116,38 @@ async function createNetworkProvider(config: BerthConfig, plugins: PluginRegistr
   const stateDir = `${config.runroot}/network/${name}`;
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
   return factory.create(options, { stateDir, log: log.child({ network_provider: name }) });
+}
+
+async function createSeccompProvider(config: BerthConfig, plugins: PluginRegistry, log: Logger): Promise<SeccompProfileProvider> {
+  const name = config.seccomp.provider;
+  if (name === 'builtin') return BuiltinSeccompProvider.create(config.seccomp.profile, log.child({ seccomp_provider: name }));
+
+  const provision = plugins.get('seccomp-profile-provider', name);
+  if (!provision) {
+    const known = ['builtin', ...plugins.names('seccomp-profile-provider')].join(', ');
+    throw new PluginError(`seccomp.provider: no plugin provides seccomp profile provider "${name}" (available: ${known})`);
+  }
+  const options = provision.checkOptions(config.plugins[name] ?? {}, `plugins.${name}`);
+  const factory = provision.factory as unknown as SeccompProfileProviderFactory;
+  return factory.create(options, { log: log.child({ seccomp_provider: name }) });
+}
+
+/** Stands in for the image store until one is built in: every call fails with Unavailable. */
+function missingImageStore(): ImageStore {
+  const fail = async (): Promise<never> => {
+    throw new UnavailableError('no image store is built into this berth, so containers cannot be created');
+  };
+  return {
+    pull: fail,
+    list: async () => [],
+    get: async () => undefined,
+    remove: fail,
+    filesystemUsage: fail,
+    createRootfs: fail,
+    mountRootfs: fail,
+    removeRootfs: async () => undefined,
+    rootfsUsage: fail,
+  };
 }
 
 /** Rejects a `plugins.<name>` table that no loaded plugin provides, suggesting the nearest name. */
