@@ -141,7 +141,7 @@ function normaliseServer(address: string): string {
 
 /** Builds the error of a pull that no endpoint served, naming each place tried and why it failed. */
 function summarise(name: string, failures: { where: string; err: unknown }[]): BerthError {
-  const tried = failures.map((failure) => `${failure.where}: ${errorMessage(failure.err)}`).join('; ');
+  const tried = failures.map((failure) => errorMessage(failure.err)).join('; ');
   const places = [...new Set(failures.map((failure) => failure.where))].join(', ');
   const kinds = failures.map((failure) => failure.err);
 

@@ -177,13 +177,35 @@ export class RepositorySession {
     }
   }
 
-  /** Fetches a small blob (an image config) into memory and verifies its digest. */
+  /**
+   * Fetches a small blob (an image config) into memory and verifies its digest. A body that
+   * breaks off is fetched again, up to the retry limit.
+   */
   async blobBytes(digest: string, maxBytes: number, signal?: AbortSignal): Promise<Buffer> {
-    const response = await this.send(await this.url(`blobs/${digest}`), {}, signal);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.blobBytesOnce(digest, maxBytes, signal);
+      } catch (err) {
+        if (!(err instanceof TransientError) || attempt >= this.client.retries) throw asBerthError(err, `${this.label}: blob ${digest}`);
+        const delay = backoff(attempt);
+        this.log.warn({ blob: digest, registry: this.endpoint.host, attempt: attempt + 1, delay_ms: delay, err: errorMessage(err) }, 'blob download failed; retrying');
+        await sleep(delay, undefined, { signal });
+      }
+    }
+  }
+
+  private async blobBytesOnce(digest: string, maxBytes: number, signal?: AbortSignal): Promise<Buffer> {
+    const response = await this.send(await this.url(`blobs/${digest}`), {}, signal, false);
     try {
       if (response.statusCode === 404) throw new ManifestUnknownError(`${this.label}: blob ${digest} not found (HTTP 404)`);
       await this.checkStatus(response, `blob ${digest}`);
-      const bytes = await readLimited(response.body, maxBytes, `${this.label}: blob ${digest}`);
+      let bytes: Buffer;
+      try {
+        bytes = await readLimited(response.body, maxBytes, `${this.label}: blob ${digest}`);
+      } catch (err) {
+        if (err instanceof BerthError) throw err;
+        throw new TransientError(`download of blob ${digest} broke off: ${errorMessage(err)}`);
+      }
       const actual = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
       if (actual !== digest) throw new InvalidArgumentError(`${this.label}: blob ${digest} has digest ${actual}; the registry sent other content`);
       return bytes;
@@ -303,9 +325,9 @@ export class RepositorySession {
         }
         return response;
       } catch (err) {
-        if (!(err instanceof TransientError) || !retry || attempt >= this.client.retries) {
-          throw asBerthError(err, `${this.label}: GET ${redactQuery(url)}`);
-        }
+        // Without `retry` the caller retries the whole download and converts the error itself.
+        if (!(err instanceof TransientError) || !retry) throw err;
+        if (attempt >= this.client.retries) throw asBerthError(err, `${this.label}: GET ${redactQuery(url)}`);
         const delay = backoff(attempt);
         this.log.warn({ registry: this.endpoint.host, url: redactQuery(url), attempt: attempt + 1, delay_ms: delay, err: errorMessage(err) }, 'registry request failed; retrying');
         await sleep(delay, undefined, { signal });

@@ -327,7 +327,7 @@ export interface CountingProxyOptions {
 export class CountingProxy {
   readonly requests: ProxiedRequest[] = [];
   private failures: { count: number; status: number; match: RegExp } = { count: 0, status: 503, match: /./ };
-  private resetsLeft = 0;
+  private resets: { count: number; match: string } = { count: 0, match: '' };
 
   private constructor(
     private readonly server: http.Server,
@@ -355,9 +355,9 @@ export class CountingProxy {
     this.failures = { count, status, match };
   }
 
-  /** Drops the connection of the next `count` blob downloads halfway through their body. */
-  resetNextBlobs(count: number): void {
-    this.resetsLeft = count;
+  /** Drops the connection of the next `count` downloads of blobs whose path contains `match`, halfway through the body. */
+  resetNextBlobs(count: number, match = ''): void {
+    this.resets = { count, match };
   }
 
   async close(): Promise<void> {
@@ -381,8 +381,8 @@ export class CountingProxy {
       this.requests.push({ method, path: requestPath, status: reply.statusCode ?? 0 });
       response.writeHead(reply.statusCode ?? 502, reply.headers);
       const isBlob = method === 'GET' && requestPath.includes('/blobs/sha256:') && reply.statusCode === 200;
-      const reset = isBlob && this.resetsLeft > 0;
-      if (reset) this.resetsLeft--;
+      const reset = isBlob && this.resets.count > 0 && requestPath.includes(this.resets.match);
+      if (reset) this.resets.count--;
       const length = Number(reply.headers['content-length'] ?? 0);
       pipeline(reply, this.shaper(reset ? Math.floor(length / 2) : undefined, response), response).catch(() => response.destroy());
     });
