@@ -173,7 +173,7 @@ export class RepositorySession {
       const contentType = headerValue(response.headers['content-type']);
       return contentType === undefined ? { bytes, digest } : { bytes, contentType, digest };
     } finally {
-      response.body.destroy();
+      discardBody(response);
     }
   }
 
@@ -210,7 +210,7 @@ export class RepositorySession {
       if (actual !== digest) throw new InvalidArgumentError(`${this.label}: blob ${digest} has digest ${actual}; the registry sent other content`);
       return bytes;
     } finally {
-      response.body.destroy();
+      discardBody(response);
     }
   }
 
@@ -238,7 +238,7 @@ export class RepositorySession {
   private async downloadOnce(digest: string, expectedHex: string, size: number, file: string, signal?: AbortSignal): Promise<void> {
     const response = await this.send(await this.url(`blobs/${digest}`), {}, signal, false);
     if (response.statusCode === 404) {
-      response.body.destroy();
+      discardBody(response);
       throw new ManifestUnknownError(`${this.label}: blob ${digest} not found (HTTP 404)`);
     }
     await this.checkStatus(response, `blob ${digest}`);
@@ -286,7 +286,7 @@ export class RepositorySession {
     const agent = await this.client.agentFor(this.endpoint.host, this.endpoint.insecure);
     try {
       const response = await request(`${scheme}://${this.endpoint.host}/v2/`, { method: 'GET', dispatcher: agent, headers: { 'user-agent': USER_AGENT } });
-      response.body.destroy();
+      discardBody(response);
     } catch (err) {
       throw new UnavailableError(`${this.endpoint.host}: ${scheme} request failed: ${errorMessage(err)}`);
     }
@@ -301,7 +301,7 @@ export class RepositorySession {
     if (response.statusCode !== 401) return response;
 
     const challenge = parseChallenge(headerValue(response.headers['www-authenticate']));
-    response.body.destroy();
+    discardBody(response);
     if (!challenge) {
       throw new RegistryAuthError(`${this.label}: the registry answered 401 Unauthorized without a usable WWW-Authenticate challenge`);
     }
@@ -320,7 +320,7 @@ export class RepositorySession {
         const response = await this.sendFollowingRedirects(url, headers, signal);
         if (response.statusCode >= 500) {
           const detail = await errorDetail(response);
-          response.body.destroy();
+          discardBody(response);
           throw new TransientError(`HTTP ${response.statusCode}${detail}`);
         }
         return response;
@@ -358,7 +358,7 @@ export class RepositorySession {
 
       if (![301, 302, 303, 307, 308].includes(response.statusCode)) return response;
       const location = headerValue(response.headers.location);
-      response.body.destroy();
+      discardBody(response);
       if (!location) throw new UnavailableError(`${this.label}: redirect ${response.statusCode} without a Location header`);
       if (hop >= MAX_REDIRECTS) throw new UnavailableError(`${this.label}: more than ${MAX_REDIRECTS} redirects for ${redactQuery(url)}`);
       const next = new URL(location, current);
@@ -372,7 +372,7 @@ export class RepositorySession {
   private async checkStatus(response: Dispatcher.ResponseData, what: string): Promise<void> {
     if (response.statusCode >= 200 && response.statusCode < 300) return;
     const detail = await errorDetail(response);
-    response.body.destroy();
+    discardBody(response);
     if (response.statusCode === 401 || response.statusCode === 403) {
       const given = this.auth ? 'the credentials given were rejected' : 'no credentials were given';
       throw new RegistryAuthError(`${this.label}: ${what}: access denied (HTTP ${response.statusCode}${detail}); ${given}`);
@@ -468,7 +468,7 @@ export class RepositorySession {
       if (err instanceof SyntaxError) throw new RegistryAuthError(`${this.label}: token server response is not JSON`);
       throw err;
     } finally {
-      response.body.destroy();
+      discardBody(response);
     }
   }
 }
@@ -500,6 +500,12 @@ export function parseChallenge(header: string | undefined): Challenge | undefine
     params[part[1]!.toLowerCase()] = part[2] !== undefined ? part[2].replace(/\\(.)/g, '$1') : part[3] ?? '';
   }
   return { scheme, params };
+}
+
+/** Releases a response body that is not read to its end; undici reports the abort as an error event, which is expected here. */
+function discardBody(response: Dispatcher.ResponseData): void {
+  response.body.on('error', () => undefined);
+  response.body.destroy();
 }
 
 function headerValue(value: string | string[] | undefined): string | undefined {
