@@ -41,8 +41,8 @@ export interface StoredImage {
 
 /**
  * The on-disk layout of the store and its in-memory index. Layers and image records are written
- * to `tmp/` first and renamed into place, so a crash leaves either the old or the new state;
- * `open()` deletes whatever `tmp/` and unreferenced layers a crash left.
+ * to `tmp/` first and renamed into place, so a crash leaves either the old or the new state.
+ * `open()` deletes what a crash left in `tmp/` and the layers no image references.
  */
 export class LayerStore {
   readonly tmpDir: string;

@@ -175,9 +175,9 @@ function parseRegistryEntry(value: unknown, where: string, source: string): Regi
 }
 
 /**
- * Returns the fully qualified names to try for `reference`, in order: the reference itself when
- * qualified; else the alias of its name, or the name under each search registry. Throws
- * InvalidArgumentError when an unqualified name cannot be resolved.
+ * Returns the fully qualified names to try for `reference`, in order. A qualified reference is
+ * returned as is. An unqualified one maps to its alias, or else to its name under each search
+ * registry. Throws InvalidArgumentError when an unqualified name cannot be resolved.
  */
 export function resolveNames(config: RegistriesConfig, reference: ImageReference, qualified: boolean): ImageReference[] {
   if (qualified) return [reference];

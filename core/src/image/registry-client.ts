@@ -58,7 +58,7 @@ interface CachedToken {
 
 /**
  * An HTTP client for the OCI distribution API. It keeps one connection pool per registry host, the
- * scheme each insecure host answered on, and bearer tokens until they expire.
+ * scheme each insecure host uses, and bearer tokens until they expire.
  */
 export class RegistryClient {
   private readonly agents = new Map<string, Dispatcher>();
@@ -138,7 +138,7 @@ export class RegistryClient {
   }
 }
 
-/** Requests to one repository on one registry endpoint, authenticated as the registry asks. */
+/** Requests to one repository on one registry endpoint, authenticated as the registry's challenge requires. */
 export class RepositorySession {
   private challenge?: Challenge;
   private baseUrl?: string;
@@ -473,7 +473,7 @@ export class RepositorySession {
   }
 }
 
-/** A failure worth retrying: a connection error or a 5xx answer. */
+/** A failure worth retrying: a connection error or a 5xx response. */
 class TransientError extends Error {}
 
 function asBerthError(err: unknown, what: string): unknown {

@@ -16,7 +16,7 @@ interface RootfsRecord {
   chainIds: string[];
 }
 
-/** Longest overlay option string the kernel reads: one page, NUL included. */
+/** Maximum length of an overlay option string: one page (4096 bytes on x86-64) less the NUL. */
 const MOUNT_DATA_LIMIT = 4095;
 const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
 
@@ -192,7 +192,7 @@ export async function isMountPoint(target: string): Promise<boolean> {
   return false;
 }
 
-/** Finds the mount point of the filesystem that holds `target` (the longest mount point prefix). */
+/** Finds the mount point of the filesystem that contains `target` (the longest mount point prefix). */
 export async function mountPointOf(target: string): Promise<string> {
   const text = await readFile('/proc/self/mountinfo', 'utf8');
   let best = '/';

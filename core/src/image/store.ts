@@ -53,7 +53,7 @@ export interface PullOptions {
 }
 
 export interface FilesystemUsage {
-  /** Mount point of the filesystem that holds the store. */
+  /** Mount point of the filesystem that contains the store. */
   mountpoint: string;
   usedBytes: number;
   inodesUsed: number;

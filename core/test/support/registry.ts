@@ -49,7 +49,7 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-/** Starts a docker-registry and waits until `/v2/` answers. */
+/** Starts a docker-registry and waits until `/v2/` responds. */
 export async function startRegistry(options: RegistryOptions = {}): Promise<TestRegistry> {
   const auth = options.auth ?? 'none';
   const username = options.username ?? 'berth';
@@ -322,7 +322,7 @@ export interface CountingProxyOptions {
 
 /**
  * An HTTP proxy on 127.0.0.1 in front of a registry that records every request, can slow response
- * bodies down and can answer the next requests with an error status.
+ * bodies down and can fail the next requests with an error status.
  */
 export class CountingProxy {
   readonly requests: ProxiedRequest[] = [];
@@ -350,7 +350,7 @@ export class CountingProxy {
     return this.requests.filter((request) => request.method === 'GET' && request.path.includes('/blobs/') && (digest === undefined || request.path.endsWith(digest))).length;
   }
 
-  /** Answers the next `count` requests whose path matches `match` with `status`, without forwarding them. */
+  /** Fails the next `count` requests whose path matches `match` with `status`, without forwarding them. */
   failNext(count: number, status = 503, match = /./): void {
     this.failures = { count, status, match };
   }
