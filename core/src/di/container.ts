@@ -10,6 +10,8 @@ import { RuntimeHandlerRegistry } from '../runtime/handlers.js';
 import { PodNetworkService } from '../network/service.js';
 import type { NetworkProvider, NetworkProviderFactory } from '../network/provider.js';
 import { RuntimeInfoHandlers } from '../cri/runtime-info.js';
+import { ImageServiceHandlers } from '../cri/image-service.js';
+import { DefaultImageStore } from '../image/default-store.js';
 import { PodSandboxHandlers } from '../cri/pod-sandbox.js';
 import { ContainerLifecycleHandlers } from '../cri/container-lifecycle.js';
 import { ContainerStatusHandlers } from '../cri/container-status.js';
@@ -20,8 +22,6 @@ import { ContainerService, ContainerStore } from '../container/service.js';
 import { StatsService } from '../container/stats.js';
 import { BuiltinSeccompProvider } from '../seccomp/builtin.js';
 import type { SeccompProfileProvider, SeccompProfileProviderFactory } from '../seccomp/provider.js';
-import type { ImageStore } from '../image/store.js';
-import { UnavailableError } from '../errors.js';
 import { Tokens } from './tokens.js';
 
 /** Everything the daemon built at start-up, with one call to release it. */
@@ -63,15 +63,18 @@ export async function buildContainer(config: BerthConfig, log: Logger): Promise<
     const network = new PodNetworkService(await createNetworkProvider(config, plugins, log));
     closers.push(() => network.close());
 
+    const images = await DefaultImageStore.open(config, log);
+    closers.push(() => images.close());
+
     const container = rootContainer.createChildContainer();
     container.register(Tokens.Config, { useValue: config });
     container.register(Tokens.Logger, { useValue: log });
     container.register(Tokens.Plugins, { useValue: plugins });
     container.register(Tokens.RuntimeHandlers, { useValue: handlers });
     container.register(Tokens.PodNetwork, { useValue: network });
+    container.register(Tokens.ImageStore, { useValue: images });
 
     container.register(Tokens.SeccompProfileProvider, { useValue: await createSeccompProvider(config, plugins, log) });
-    if (!container.isRegistered(Tokens.ImageStore)) container.register(Tokens.ImageStore, { useValue: missingImageStore() });
 
     container.register(Tokens.SandboxStore, { useValue: new SandboxStore(path.join(config.root, 'sandboxes'), 'pod sandbox') });
     container.register(Tokens.ContainerStore, { useValue: new ContainerStore(path.join(config.root, 'containers'), 'container') });
@@ -81,6 +84,7 @@ export async function buildContainer(config: BerthConfig, log: Logger): Promise<
     container.registerSingleton(Tokens.StatsService, StatsService);
 
     container.register(Tokens.CriHandlerGroup, { useClass: RuntimeInfoHandlers });
+    container.register(Tokens.CriHandlerGroup, { useClass: ImageServiceHandlers });
     container.register(Tokens.CriHandlerGroup, { useClass: PodSandboxHandlers });
     container.register(Tokens.CriHandlerGroup, { useClass: ContainerLifecycleHandlers });
     container.register(Tokens.CriHandlerGroup, { useClass: ContainerStatusHandlers });
@@ -130,24 +134,6 @@ async function createSeccompProvider(config: BerthConfig, plugins: PluginRegistr
   const options = provision.checkOptions(config.plugins[name] ?? {}, `plugins.${name}`);
   const factory = provision.factory as unknown as SeccompProfileProviderFactory;
   return factory.create(options, { log: log.child({ seccomp_provider: name }) });
-}
-
-/** Stands in for the image store until one is built in: every call fails with Unavailable. */
-function missingImageStore(): ImageStore {
-  const fail = async (): Promise<never> => {
-    throw new UnavailableError('no image store is built into this berth, so containers cannot be created');
-  };
-  return {
-    pull: fail,
-    list: async () => [],
-    get: async () => undefined,
-    remove: fail,
-    filesystemUsage: fail,
-    createRootfs: fail,
-    mountRootfs: fail,
-    removeRootfs: async () => undefined,
-    rootfsUsage: fail,
-  };
 }
 
 /** Rejects a `plugins.<name>` table that no loaded plugin provides, suggesting the nearest name. */
