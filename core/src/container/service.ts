@@ -221,19 +221,22 @@ export class ContainerService implements SandboxContainers {
 
   async stopAll(sandboxId: string, timeoutSeconds: number, log: Logger): Promise<void> {
     const members = this.store.list().filter((record) => record.sandboxId === sandboxId && record.state !== 'creating');
-    // Application containers first, then the infra container whose PID namespace they share.
-    const ordered = [...members.filter((record) => !record.infra), ...members.filter((record) => record.infra)];
-    for (const record of ordered) {
-      await this.locks.run(record.id, () => this.stopLocked(record, timeoutSeconds, log.child({ container_id: record.id })));
-    }
+    const stop = (record: ContainerRecord): Promise<void> =>
+      this.locks.run(record.id, () => this.stopLocked(record, timeoutSeconds, log.child({ container_id: record.id })));
+
+    // Application containers together, so that the grace periods overlap; the infra container,
+    // whose PID namespace they may share, goes last.
+    await settleAll(members.filter((record) => !record.infra).map(stop));
+    await settleAll(members.filter((record) => record.infra).map(stop));
   }
 
   async removeAll(sandboxId: string, log: Logger): Promise<void> {
     const members = this.store.list().filter((record) => record.sandboxId === sandboxId);
-    const ordered = [...members.filter((record) => !record.infra), ...members.filter((record) => record.infra)];
-    for (const record of ordered) {
-      await this.locks.run(record.id, () => this.removeLocked(record, log.child({ container_id: record.id })));
-    }
+    const remove = (record: ContainerRecord): Promise<void> =>
+      this.locks.run(record.id, () => this.removeLocked(record, log.child({ container_id: record.id })));
+
+    await settleAll(members.filter((record) => !record.infra).map(remove));
+    await settleAll(members.filter((record) => record.infra).map(remove));
   }
 
   async startInfra(sandbox: SandboxRecord, log: Logger): Promise<string> {
@@ -553,6 +556,13 @@ export class ContainerService implements SandboxContainers {
     }
     return `/proc/${state.pid}/ns/pid`;
   }
+}
+
+/** Waits for every operation, then throws the first failure, so one failure does not cut the rest short. */
+async function settleAll(operations: Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(operations);
+  const failure = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+  if (failure) throw failure.reason;
 }
 
 function nameKey(sandboxId: string, config: ContainerConfig__Output): string {

@@ -87,7 +87,6 @@ export function buildContainerSpec(inputs: SpecInputs): OciSpec {
         permitted: capabilities,
       },
       noNewPrivileges: security?.no_new_privs ?? false,
-      rlimits: [{ type: 'RLIMIT_NOFILE', hard: 1048576, soft: 1048576 }],
     },
     root: { path: inputs.rootfsPath, readonly: security?.readonly_rootfs ?? false },
     mounts: containerMounts(inputs, privileged),

@@ -25,7 +25,7 @@ export async function startRuntimeDaemon(
     config: {
       runtimes: { runc: { driver: 'runc', options: {} }, crun: { driver: 'crun', options: {} } },
       default_runtime: 'runc',
-      runtime: { cgroup_parent: cgroupParent, pause_image: images.pause, ...options.runtime },
+      runtime: { cgroup_parent: cgroupParent, pause_image: images.pause, stop_timeout_seconds: 1, ...options.runtime },
     },
   });
   return { daemon, cgroupParent };
@@ -50,8 +50,8 @@ export function containerConfig(name: string, image: string, command: string[], 
     image: { image },
     command,
     log_path: `${name}.log`,
-    labels: { container: name },
     ...overrides,
+    labels: { container: name, ...overrides.labels },
   };
 }
 
