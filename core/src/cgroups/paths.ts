@@ -3,7 +3,7 @@ import path from 'node:path';
 import { isErrno } from '../errors.js';
 import { detectCgroupLayout, type CgroupLayout } from './layout.js';
 
-/** Every directory that a cgroupfs path (e.g. `/berth/pod1`) has across the mounted hierarchies. */
+/** Lists the directories of a cgroupfs path (e.g. `/berth/pod1`) in every mounted hierarchy. */
 export function cgroupDirs(layout: CgroupLayout, cgroupPath: string): string[] {
   const relative = cgroupPath.replace(/^\/+/, '');
   const roots = new Set<string>(layout.v1Mounts.values());

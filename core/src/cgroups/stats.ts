@@ -22,7 +22,7 @@ export interface CgroupUsage {
 const V1_UNLIMITED = 0x7ffffffffffff000n;
 
 /**
- * Reads the usage of the cgroup at `cgroupPath` from the hierarchy that holds each controller:
+ * Reads the usage of the cgroup at `cgroupPath` from the hierarchy that contains each controller:
  * the v1 controllers when mounted, else the cgroup2 tree. Returns undefined when the cgroup does
  * not exist (the container has exited and its cgroup is gone).
  */

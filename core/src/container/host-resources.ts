@@ -14,7 +14,7 @@ export interface ResolvedMounts {
 
 /**
  * Checks the request's bind mounts against the host and converts them to OCI mounts. The host
- * path must exist (symlinks are followed, as the CRI asks). HOST_TO_CONTAINER needs a host mount
+ * path must exist (symlinks are followed, as the CRI specifies). HOST_TO_CONTAINER needs a host mount
  * that is shared or a slave, BIDIRECTIONAL a shared one; otherwise the propagation the kubelet
  * asked for could not happen, so the call fails with the command that fixes the host.
  */
@@ -112,7 +112,7 @@ export async function resolveDevices(devices: Device__Output[]): Promise<DeviceE
   return result;
 }
 
-/** Every device node under the host's /dev, for privileged containers. */
+/** Lists every device node under the host's /dev, for privileged containers. */
 export async function hostDevices(): Promise<DeviceEntry[]> {
   const result: DeviceEntry[] = [];
   const skip = new Set(['/dev/pts', '/dev/shm', '/dev/mqueue', '/dev/fd', '/dev/hugepages', '/dev/console', '/dev/ptmx']);

@@ -40,6 +40,6 @@ export interface ContainerRecord {
   user: { uid: number; gid: number; additionalGids: number[] };
   /** Signal name StopContainer sends first, e.g. `SIGTERM`. */
   stopSignal: string;
-  /** True for the container that holds a pod's PID namespace. */
+  /** True for the container that keeps a pod's PID namespace alive. */
   infra?: boolean;
 }

@@ -46,7 +46,7 @@ export interface ContainerFilter {
   labels?: Record<string, string>;
 }
 
-/** Longest a stop waits for a SIGKILLed container to be reported gone before it fails. */
+/** Maximum time a stop waits for a SIGKILLed container to be reported gone before it fails. */
 const KILL_WAIT_MS = 30_000;
 
 /**
@@ -250,8 +250,8 @@ export class ContainerService implements SandboxContainers {
 
   /**
    * Loads persisted containers at start-up. A container left in `creating` is deleted with
-   * everything it names; the others get their state from the runtime, which includes exits
-   * that conmon recorded while the daemon was down.
+   * everything it names. The others get their state from the runtime, and that state includes
+   * exits that conmon recorded while the daemon was down.
    */
   async recover(log: Logger): Promise<void> {
     const records = await this.store.load(log);
@@ -577,7 +577,7 @@ function matchesLabels(labels: Record<string, string>, selector: Record<string, 
   return Object.entries(selector).every(([key, value]) => labels[key] === value);
 }
 
-/** The log file under the pod's log directory; undefined when the pod or container has none. */
+/** Returns the log file under the pod's log directory, or undefined when the pod or container has none. */
 function containerLogPath(sandbox: SandboxRecord, config: ContainerConfig__Output): string | undefined {
   const directory = sandbox.config.log_directory;
   if (!directory || !config.log_path) return undefined;
@@ -590,7 +590,7 @@ function containerLogPath(sandbox: SandboxRecord, config: ContainerConfig__Outpu
   return resolved;
 }
 
-/** The signal StopContainer sends first: the request's, the image's StopSignal, else SIGTERM. */
+/** Returns the signal StopContainer sends first: the request's, else the image's StopSignal, else SIGTERM. */
 function stopSignalOf(config: ContainerConfig__Output, image: ImageRecord): string {
   const requested = String(config.stop_signal ?? 'RUNTIME_DEFAULT');
   if (requested !== 'RUNTIME_DEFAULT') return requested;
@@ -601,7 +601,7 @@ function stopSignalOf(config: ContainerConfig__Output, image: ImageRecord): stri
   return fromImage.startsWith('SIG') ? fromImage : `SIG${fromImage}`;
 }
 
-/** Config of the infra container that holds a pod's shared PID namespace. */
+/** Returns the config of the infra container that keeps a pod's shared PID namespace alive. */
 function infraConfig(image: string): ContainerConfig__Output {
   return {
     metadata: { name: 'POD', attempt: 0 },

@@ -138,12 +138,14 @@ export function buildContainerSpec(inputs: SpecInputs): OciSpec {
 }
 
 /**
- * The process's argv as the kubelet expects: `command` replaces the image's Entrypoint, `args`
- * replaces its Cmd, and a command without args drops the image's Cmd.
+ * Returns the process's argv as the kubelet expects: `command` replaces the image's Entrypoint,
+ * `args` replaces its Cmd, and a command without args drops the image's Cmd.
  */
 export function processArgs(config: ContainerConfig__Output, image: ImageConfig['config']): string[] {
   const entrypoint = config.command.length > 0 ? config.command : image?.Entrypoint ?? [];
-  const cmd = config.args.length > 0 ? config.args : config.command.length > 0 ? [] : image?.Cmd ?? [];
+  let cmd: string[] = image?.Cmd ?? [];
+  if (config.command.length > 0) cmd = [];
+  if (config.args.length > 0) cmd = config.args;
   const args = [...entrypoint, ...cmd];
   if (args.length === 0) {
     throw new InvalidArgumentError(
@@ -153,7 +155,7 @@ export function processArgs(config: ContainerConfig__Output, image: ImageConfig[
   return args;
 }
 
-/** The image's Env with the request's envs applied: same name replaces in place, new ones append. */
+/** Returns the image's Env with the request's envs applied: a known name is replaced in place, a new one appended. */
 export function processEnv(config: ContainerConfig__Output, image: ImageConfig['config'], hostname: string, home: string): string[] {
   const env = new Map<string, string>();
   for (const entry of image?.Env ?? []) {
@@ -250,7 +252,7 @@ function namespaces(sandbox: SandboxRecord, pid: PidNamespace): OciNamespace[] {
 }
 
 /**
- * The container's mounts: the standard filesystems, the pod's /dev/shm and its hostname,
+ * Returns the container's mounts: the standard filesystems, the pod's /dev/shm and its hostname,
  * resolv.conf and hosts files, then the request's mounts. A request mount at the same
  * destination replaces the default one.
  */

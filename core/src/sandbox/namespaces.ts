@@ -47,7 +47,7 @@ export async function unpinNamespaces(files: string[]): Promise<void> {
   for (const file of files) await rm(file, { force: true });
 }
 
-/** Returns true when `file` exists and holds a namespace (an nsfs bind mount). */
+/** Returns true when `file` exists and is a pinned namespace (an nsfs bind mount). */
 export async function isPinned(file: string): Promise<boolean> {
   return isMountPoint(file);
 }

@@ -1,7 +1,7 @@
 import type { PodSandboxConfig__Output } from '../cri/generated/runtime/v1/PodSandboxConfig.js';
 import type { PinnedKind } from './namespaces.js';
 
-/** How a pod uses each namespace, as the CRI NamespaceMode names it. */
+/** The pod's mode for each namespace, in CRI NamespaceMode terms. */
 export interface PodNamespaceModes {
   network: 'POD' | 'NODE';
   pid: 'POD' | 'CONTAINER' | 'NODE';
@@ -37,7 +37,7 @@ export interface SandboxRecord {
   networkSetUp: boolean;
   /** Milliseconds the network provider took to set the pod up. */
   networkSetupMs?: number;
-  /** Container that holds the pod's PID namespace, for pods with POD-level PID sharing. */
+  /** Container that keeps the pod's PID namespace alive, for pods with POD-level PID sharing. */
   infraContainerId?: string;
 }
 

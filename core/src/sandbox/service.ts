@@ -29,7 +29,7 @@ export interface SandboxContainers {
   stopAll(sandboxId: string, timeoutSeconds: number, log: Logger): Promise<void>;
   /** Removes every container of the sandbox, including its infra container. */
   removeAll(sandboxId: string, log: Logger): Promise<void>;
-  /** Creates and starts the container that holds the pod's PID namespace; returns its id. */
+  /** Creates and starts the container that keeps the pod's PID namespace alive; returns its id. */
   startInfra(sandbox: SandboxRecord, log: Logger): Promise<string>;
 }
 
@@ -38,9 +38,9 @@ const CGROUP_PARENT = /^(\/[A-Za-z0-9_.:@-]+)+\/?$/;
 
 /**
  * Pod sandboxes: their namespaces, files, /dev/shm, cgroup parent and network. Namespaces are
- * pinned by bind mounts instead of a pause process; only a pod that shares one PID namespace
- * among its containers gets an infra container, because a PID namespace dies with its last
- * process.
+ * pinned by bind mounts instead of a pause process. Only a pod that shares one PID namespace
+ * among its containers gets an infra container, because no process can join a PID namespace
+ * once its first process has exited.
  */
 @injectable()
 export class SandboxService {

@@ -8,7 +8,7 @@ import { InvalidArgumentError } from '../errors.js';
 const IPC_SYSCTLS = [/^kernel\.shm(all|max|mni|_rmid_forced)$/, /^kernel\.msg(max|mnb|mni)$/, /^kernel\.sem$/, /^fs\.mqueue\.[a-z_]+$/];
 const NET_SYSCTL = /^net\.[a-z0-9_-]+(\.[a-z0-9_.-]+)*$/i;
 
-/** Longest sysctl value accepted; real values (port ranges, semaphore tuples) are far shorter. */
+/** Maximum length of a sysctl value; real values (port ranges, semaphore tuples) are far shorter. */
 const MAX_VALUE_LENGTH = 256;
 
 /**

@@ -1,12 +1,12 @@
 import type { OciSeccomp } from '../runtime/oci-spec.js';
 
 /**
- * System calls berth's RuntimeDefault profile allows without conditions. Left out, and so failing
- * with EPERM, are the calls that reach beyond the container: mounting and namespace changes
+ * System calls berth's RuntimeDefault profile allows without conditions. The calls left out fail
+ * with EPERM, because they reach beyond the container. They are mounting and namespace changes
  * (mount, umount2, pivot_root, unshare, setns, the new mount API), kernel modules and kexec,
  * the kernel keyring, bpf, perf_event_open, userfaultfd, clock and time setting, swap, reboot,
- * quotactl, acct, raw port I/O, open_by_handle_at and syslog. Names unknown on the host's
- * architecture are skipped by the runtimes.
+ * quotactl, acct, raw port I/O, open_by_handle_at and syslog. The runtimes skip names that the
+ * host's architecture does not have.
  */
 const ALLOWED_SYSCALLS = [
   'accept', 'accept4', 'access', 'adjtimex', 'alarm', 'arch_prctl', 'bind', 'brk', 'cachestat', 'capget', 'capset',

@@ -90,7 +90,8 @@ for (const handler of ['runc', 'crun']) {
       let started = Date.now();
       await daemon.client.runtime.StopContainer({ container_id: stubborn, timeout: 1 });
       const waited = Date.now() - started;
-      assert.ok(waited >= 900 && waited < 5000, `stop with timeout 1 took ${waited} ms`);
+      assert.ok(waited >= 900, `stop with timeout 1 took only ${waited} ms`);
+      assert.ok(waited < 5000, `stop with timeout 1 took ${waited} ms`);
       const stubbornStatus = await waitExited(daemon, stubborn);
       assert.equal(stubbornStatus.exit_code, 137);
       assert.equal(stubbornStatus.reason, 'Error');

@@ -7,7 +7,7 @@ import { removeCgroup } from '../../src/cgroups/paths.js';
 import { cgroupDirs } from '../../src/cgroups/paths.js';
 import { detectCgroupLayout } from '../../src/cgroups/layout.js';
 
-/** A pod sandbox config with a unique name; `overrides` replace top-level fields. */
+/** Returns a pod sandbox config with a unique name; `overrides` replace top-level fields. */
 export function podConfig(name: string, overrides: Partial<PodSandboxConfig> = {}): PodSandboxConfig {
   const suffix = randomBytes(4).toString('hex');
   return {
@@ -33,7 +33,7 @@ export function runtimeTestConfig(extra: Record<string, unknown> = {}): { config
   };
 }
 
-/** Removes every pod sandbox the daemon knows, with its containers; for `after` hooks. */
+/** Removes every pod sandbox the daemon lists, with its containers; for `after` hooks. */
 export async function removeAllPods(client: CriClient): Promise<void> {
   const { items } = await client.runtime.ListPodSandbox({});
   for (const item of items ?? []) await client.runtime.RemovePodSandbox({ pod_sandbox_id: item.id! });
@@ -62,14 +62,12 @@ export async function cgroupsUnder(parent: string): Promise<string[]> {
   const layout = await detectCgroupLayout();
   const left: string[] = [];
   for (const dir of cgroupDirs(layout, parent)) {
-    for (const name of await entries(dir)) {
-      if (!name.includes('.') || name.startsWith('berth-') || /^[0-9a-f]{64}$/.test(name)) {
-        try {
-          if ((await readdir(path.join(dir, name))).length > 0) left.push(path.join(dir, name));
-        } catch {
-          // A file, not a cgroup directory.
-        }
+    try {
+      for (const entry of await readdir(dir, { withFileTypes: true })) {
+        if (entry.isDirectory()) left.push(path.join(dir, entry.name));
       }
+    } catch {
+      // This hierarchy has no such cgroup.
     }
   }
   return left;

@@ -15,7 +15,7 @@ import { podConfig, runtimeTestConfig } from './pods.js';
  */
 export async function startRuntimeDaemon(
   images: RuntimeImages,
-  options: { dir?: string; cgroupParent?: string; runtime?: Record<string, unknown> } = {},
+  options: { dir?: string; cgroupParent?: string; runtime?: Record<string, unknown>; config?: Record<string, unknown> } = {},
 ): Promise<{ daemon: TestDaemon; cgroupParent: string }> {
   const setup = runtimeTestConfig();
   const cgroupParent = options.cgroupParent ?? setup.cgroupParent;
@@ -26,6 +26,7 @@ export async function startRuntimeDaemon(
       runtimes: { runc: { driver: 'runc', options: {} }, crun: { driver: 'crun', options: {} } },
       default_runtime: 'runc',
       runtime: { cgroup_parent: cgroupParent, pause_image: images.pause, stop_timeout_seconds: 1, ...options.runtime },
+      ...options.config,
     },
   });
   return { daemon, cgroupParent };

@@ -5,7 +5,7 @@ import { pushImage, startRegistry, type TestRegistry } from './registry.js';
 /** Applets the runtime tests need beyond the base image's. */
 const EXTRA_APPLETS = ['dd', 'yes', 'unshare', 'cut', 'seq', 'xargs', 'usleep'];
 
-/** A layer with a user 1000 ("user", also in group "extra") and the extra applet links. */
+/** Returns a layer with a user 1000 ("user", also in group "extra") and the extra applet links. */
 function runtimeLayer(): TarEntry[] {
   return [
     { name: 'etc/', type: 'directory' },
@@ -19,7 +19,7 @@ function runtimeLayer(): TarEntry[] {
   ];
 }
 
-/** A busybox image for runtime tests with the given image config (`User`, `Cmd`, ...). */
+/** Builds a busybox image for runtime tests with the given image config (`User`, `Cmd`, ...). */
 export async function runtimeImage(config: Record<string, unknown> = {}): Promise<BuiltImage> {
   return buildImage({ layers: [{ entries: await busyboxEntries() }, { entries: runtimeLayer() }], config });
 }
@@ -31,7 +31,7 @@ export interface RuntimeImages {
   busybox: string;
   /** `User: 1000`. */
   user1000: string;
-  /** Entrypoint sleeps until killed; stands in for the pause image. */
+  /** Entrypoint sleeps until killed; the tests use it as the pause image. */
   pause: string;
   stop(): Promise<void>;
 }

@@ -56,11 +56,12 @@ export class MonitorStartError extends Error {
 }
 
 /**
- * Starts conmon for one container and waits until the runtime has created it. conmon forks
- * into the background, runs `<runtime> create`, reports the container's PID on the sync pipe
- * (`{"data": <pid>}`, or a negative value and `message` on failure) and then holds the
- * container's stdio, writes the CRI log and records the exit code in `<exitsDir>/<id>`.
- * Returns the container's host PID.
+ * Starts conmon for one container and waits until the runtime has created it. Returns the
+ * container's host PID.
+ *
+ * conmon forks into the background, runs `<runtime> create` and reports the container's PID on
+ * the sync pipe as `{"data": <pid>}`, or a negative value and `message` on failure. It then
+ * owns the container's stdio, writes the CRI log and records the exit code in `<exitsDir>/<id>`.
  */
 export async function startConmon(launch: ConmonLaunch): Promise<number> {
   const args = conmonArgs(launch);

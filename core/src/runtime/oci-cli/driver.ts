@@ -53,7 +53,7 @@ export interface OciCliDriverSettings {
   log: Logger;
 }
 
-/** What the driver persists per container, so that a restarted daemon finds its monitor again. */
+/** Per-container record the driver persists, so that a restarted daemon finds the monitor again. */
 interface MonitorRecord {
   id: string;
   bundlePath: string;

@@ -27,7 +27,7 @@ export interface OciCliDriverSpec {
   context: DriverContext;
   /**
    * Host checks run once at start-up, after the binary is found; throws to stop start-up with a
-   * message that says how to fix the host.
+   * message that tells how to fix the host.
    */
   preflight?: (binary: string) => Promise<void>;
 }
