@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { inject, injectable } from 'tsyringe';
 import { Tokens } from '../di/tokens.js';
@@ -214,7 +215,10 @@ export class SandboxService {
       record.networkSetupMs = Number(process.hrtime.bigint() - started) / 1e6;
       log.info({ network_setup_ms: record.networkSetupMs, ips: record.ips }, 'pod network set up');
     }
-    await writeFile(path.join(dir, 'hosts'), renderHosts(plan.hostname, record.ips), { mode: 0o644 });
+    // A host-network pod sees the node's names, as its processes share the node's network.
+    let hosts = renderHosts(plan.hostname, record.ips);
+    if (plan.namespaces.network === 'NODE') hosts = await readFile('/etc/hosts', 'utf8');
+    await writeFile(path.join(dir, 'hosts'), hosts, { mode: 0o644 });
 
     if (plan.namespaces.pid === 'POD') {
       cleanup.push('infra container', () => this.containers.removeAll(id, log));
@@ -299,7 +303,9 @@ export class SandboxService {
     const handler = this.handlers.get(runtimeHandler).name;
     const namespaces = podNamespaceModes(config.linux?.security_context?.namespace_options ?? null);
 
-    const hostname = config.hostname !== '' ? config.hostname : metadata!.name.slice(0, 63);
+    // A host-network pod shares the node's UTS namespace, so its host name is the node's.
+    let hostname = config.hostname !== '' ? config.hostname : metadata!.name.slice(0, 63);
+    if (namespaces.network === 'NODE') hostname = os.hostname();
     validateHostname(hostname);
 
     const dns: DnsSettings = {

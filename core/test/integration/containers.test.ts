@@ -310,6 +310,10 @@ for (const handler of ['runc', 'crun']) {
         assert.match(err.details, entry.message, entry.label);
       }
 
+      const streaming = await expectGrpcError(daemon.client.runtime.Exec({ container_id: 'f'.repeat(64), cmd: ['sh'], stdout: true }));
+      assert.equal(streaming.code, grpc.status.UNIMPLEMENTED);
+      assert.match(streaming.details, /streaming server/);
+
       const unknownPod = await expectGrpcError(daemon.client.runtime.CreateContainer({ pod_sandbox_id: 'f'.repeat(64), config: containerConfig('k', images.busybox, ['true']) }));
       assert.equal(unknownPod.code, grpc.status.NOT_FOUND);
 

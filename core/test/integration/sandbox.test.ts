@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile, stat } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { TestDaemon } from '../support/daemon.js';
 import { expectGrpcError, grpc } from '../support/cri-client.js';
@@ -102,6 +103,8 @@ for (const handler of ['runc', 'crun']) {
       assert.ok(mounts.includes(path.join(podDir, 'ns/ipc')));
       assert.ok(!mounts.includes(path.join(podDir, 'ns/net')));
       assert.ok(!mounts.includes(path.join(podDir, 'ns/uts')));
+      assert.equal(await readFile(path.join(podDir, 'hosts'), 'utf8'), await readFile('/etc/hosts', 'utf8'));
+      assert.equal(await readFile(path.join(podDir, 'hostname'), 'utf8'), `${os.hostname()}\n`);
       await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: id });
     });
 

@@ -73,6 +73,8 @@ export async function startConmon(launch: ConmonLaunch): Promise<number> {
       // fd 3 is the sync pipe; Node makes it a socket pair, which conmon writes like a pipe.
       stdio: ['ignore', logHandle.fd, logHandle.fd, 'pipe'],
       detached: true,
+      // conmon 2.1.6 also writes an `oom` file into its working directory after an OOM kill.
+      cwd: launch.paths.dir,
       env: { ...process.env, _OCI_SYNCPIPE: '3' },
     });
   } finally {
