@@ -10,7 +10,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startRuntimeImages } from '../core/dist/test/support/runtime-images.js';
 import { containerConfig, runPod, startRuntimeDaemon } from '../core/dist/test/support/runtime-daemon.js';
-import { removeAllPods, removeCgroupParent } from '../core/dist/test/support/pods.js';
+import { releaseLeftovers, removeAllPods, removeCgroupParent } from '../core/dist/test/support/pods.js';
 
 const runs = Number(process.argv[2] ?? 20);
 const parallel = Number(process.argv[3] ?? 20);
@@ -153,7 +153,8 @@ try {
   console.log(`conmon RSS of one container ${(conmonRss / 1024).toFixed(2)} MiB`);
 } finally {
   await removeAllPods(daemon.client).catch((err) => console.error('cannot remove benchmark pods', err));
-  await daemon.cleanup();
+  await daemon.stop();
+  await releaseLeftovers(daemon.dir);
   await removeCgroupParent(cgroupParent);
   await images.stop();
   await rm(scratch, { recursive: true, force: true });

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TestDaemon } from '../support/daemon.js';
 import { waitNoConmon } from '../support/driver-suite.js';
-import { cgroupsUnder, entries, mountsUnder, removeAllPods, removeCgroupParent } from '../support/pods.js';
+import { cgroupsUnder, entries, mountsUnder, removeAllPods, releaseLeftovers, removeCgroupParent } from '../support/pods.js';
 import { startRuntimeImages, type RuntimeImages } from '../support/runtime-images.js';
 import { containerConfig, runPod, startContainer, startRuntimeDaemon, waitExited } from '../support/runtime-daemon.js';
 
@@ -22,7 +22,8 @@ describe('container restart and leaks', () => {
 
   after(async () => {
     await removeAllPods(daemon.client).catch((err: unknown) => console.error('cannot remove test pods', err));
-    await daemon.cleanup();
+    await daemon.stop();
+    await releaseLeftovers(daemon.dir);
     await removeCgroupParent(cgroupParent);
     await images.stop();
   });

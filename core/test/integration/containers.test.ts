@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { TestDaemon } from '../support/daemon.js';
 import { expectGrpcError, grpc } from '../support/cri-client.js';
 import { CRI_LOG_LINE } from '../support/driver-suite.js';
-import { entries, mountsUnder, removeAllPods, removeCgroupParent } from '../support/pods.js';
+import { entries, mountsUnder, removeAllPods, releaseLeftovers, removeCgroupParent } from '../support/pods.js';
 import { startRuntimeImages, type RuntimeImages } from '../support/runtime-images.js';
 import { containerConfig, exec, runPod, startContainer, startRuntimeDaemon, waitExited } from '../support/runtime-daemon.js';
 import { detectCgroupLayout } from '../../src/cgroups/layout.js';
@@ -33,7 +33,8 @@ for (const handler of ['runc', 'crun']) {
 
     after(async () => {
       await removeAllPods(daemon.client).catch((err: unknown) => console.error('cannot remove test pods', err));
-      await daemon.cleanup();
+      await daemon.stop();
+      await releaseLeftovers(daemon.dir);
       await removeCgroupParent(cgroupParent);
     });
 

@@ -4,7 +4,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { TestDaemon } from '../support/daemon.js';
 import { expectGrpcError, grpc } from '../support/cri-client.js';
-import { entries, mountsUnder, podConfig, removeAllPods, removeCgroupParent, runtimeTestConfig } from '../support/pods.js';
+import { entries, mountsUnder, podConfig, removeAllPods, releaseLeftovers, removeCgroupParent, runtimeTestConfig } from '../support/pods.js';
 
 describe('sandbox recovery', () => {
   let daemon: TestDaemon;
@@ -20,7 +20,8 @@ describe('sandbox recovery', () => {
 
   after(async () => {
     await removeAllPods(daemon.client).catch((err: unknown) => console.error('cannot remove test pods', err));
-    await daemon.cleanup();
+    await daemon.stop();
+    await releaseLeftovers(daemon.dir);
     await removeCgroupParent(cgroupParent);
   });
 

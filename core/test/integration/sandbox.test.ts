@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { TestDaemon } from '../support/daemon.js';
 import { expectGrpcError, grpc } from '../support/cri-client.js';
-import { entries, mountsUnder, removeAllPods, podConfig, removeCgroupParent, runtimeTestConfig } from '../support/pods.js';
+import { entries, mountsUnder, removeAllPods, releaseLeftovers, podConfig, removeCgroupParent, runtimeTestConfig } from '../support/pods.js';
 
 for (const handler of ['runc', 'crun']) {
   describe(`pod sandboxes on ${handler}`, () => {
@@ -20,7 +20,8 @@ for (const handler of ['runc', 'crun']) {
 
     after(async () => {
       await removeAllPods(daemon.client).catch((err: unknown) => console.error('cannot remove test pods', err));
-      await daemon.cleanup();
+      await daemon.stop();
+      await releaseLeftovers(daemon.dir);
       await removeCgroupParent(cgroupParent);
     });
 

@@ -1,9 +1,9 @@
-import { readFile, readdir } from 'node:fs/promises';
+import { readFile, readdir, rm, rmdir } from 'node:fs/promises';
+import { execa } from 'execa';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { CriClient } from './cri-client.js';
 import type { PodSandboxConfig } from '../../src/cri/generated/runtime/v1/PodSandboxConfig.js';
-import { removeCgroup } from '../../src/cgroups/paths.js';
 import { cgroupDirs } from '../../src/cgroups/paths.js';
 import { detectCgroupLayout } from '../../src/cgroups/layout.js';
 
@@ -73,16 +73,52 @@ export async function cgroupsUnder(parent: string): Promise<string[]> {
   return left;
 }
 
-/** Removes the test's cgroup parent, children first; ignores what is already gone. */
+/** Removes the test's cgroup parent from every hierarchy, children first; ignores what is already gone. */
 export async function removeCgroupParent(parent: string): Promise<void> {
   const layout = await detectCgroupLayout();
-  for (const dir of cgroupDirs(layout, parent)) {
-    for (const name of await entries(dir)) {
-      for (const child of await entries(path.join(dir, name))) {
-        if (/^berth-/.test(child)) await removeCgroup(`${parent}/${name}/${child}`).catch(() => undefined);
-      }
-      if (/^[0-9a-f]{64}$/.test(name)) await removeCgroup(`${parent}/${name}`).catch(() => undefined);
+  for (const dir of cgroupDirs(layout, parent)) await removeCgroupTree(dir);
+}
+
+async function removeCgroupTree(dir: string): Promise<void> {
+  let children;
+  try {
+    children = await readdir(dir, { withFileTypes: true });
+  } catch {
+    return;
+  }
+  for (const child of children) if (child.isDirectory()) await removeCgroupTree(path.join(dir, child.name));
+  await rmdir(dir).catch(() => undefined);
+}
+
+/**
+ * Releases what a test daemon left under `dir` when its own cleanup could not run, after a
+ * failed test or a dead daemon. It deletes the runtimes' containers and kills the conmon
+ * processes whose command line names `dir`. Then it unmounts every mount below `dir`, deepest
+ * first, and removes the directory. Call it after the daemon has stopped.
+ */
+export async function releaseLeftovers(dir: string): Promise<void> {
+  for (const runtime of ['runc', 'crun']) {
+    const root = path.join(dir, 'run/runtimes', runtime, 'root');
+    const listed = await execa(runtime, ['--root', root, 'list', '-q'], { reject: false });
+    if (listed.exitCode !== 0) continue;
+    for (const id of String(listed.stdout).split('\n').filter(Boolean)) {
+      await execa(runtime, ['--root', root, 'delete', '--force', id], { reject: false });
     }
   }
-  await removeCgroup(parent).catch(() => undefined);
+
+  for (const entry of await entries('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8');
+      if (cmdline.startsWith('/usr/bin/conmon') || cmdline.includes('conmon\0')) {
+        if (cmdline.includes(`${dir}/`)) process.kill(Number(entry), 'SIGKILL');
+      }
+    } catch {
+      // The process exited while the list was read.
+    }
+  }
+
+  const mounts = (await mountsUnder(dir)).sort((a, b) => b.length - a.length);
+  for (const mountPoint of mounts) await execa('umount', ['-l', mountPoint], { reject: false });
+  await rm(dir, { recursive: true, force: true });
 }
