@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { open, readFile } from 'node:fs/promises';
+import { open, readFile, readdir } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import path from 'node:path';
 import { errorMessage, isErrno } from '../../errors.js';
@@ -87,7 +87,9 @@ export async function startConmon(launch: ConmonLaunch): Promise<number> {
     let text = '';
     const timer = setTimeout(() => {
       sync.destroy();
-      reject(new MonitorStartError(`conmon did not report the container PID within ${launch.timeoutMs} ms`));
+      void describeTimeout(launch).then((detail) =>
+        reject(new MonitorStartError(`conmon did not report the container PID within ${launch.timeoutMs} ms${detail}`)),
+      );
     }, launch.timeoutMs);
 
     sync.setEncoding('utf8');
@@ -164,6 +166,20 @@ export function parseSyncMessage(message: string, conmonLog: string): number {
     throw new MonitorStartError(reason.trim());
   }
   return pid;
+}
+
+/** Names what still runs for the container and what conmon wrote, for the timeout message. */
+async function describeTimeout(launch: ConmonLaunch): Promise<string> {
+  const parts: string[] = [];
+  const conmonLog = (await readConmonLog(launch.paths.conmonLog).catch(() => '')).trim();
+  if (conmonLog) parts.push(`conmon output: ${conmonLog}`);
+
+  for (const entry of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cmdline = await readFile(`/proc/${entry}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(launch.id)) parts.push(`still running: pid ${entry} ${cmdline.split('\0').join(' ').trim().slice(0, 200)}`);
+  }
+  return parts.length > 0 ? ` (${parts.join('; ')})` : '';
 }
 
 async function readConmonLog(file: string): Promise<string> {
