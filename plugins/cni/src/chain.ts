@@ -1,5 +1,5 @@
 import type { Logger } from '@berth/core';
-import { CniPluginError } from './errors.js';
+import { CniPluginError, PluginNotFoundError } from './errors.js';
 import type { PluginInvoker } from './plugin-exec.js';
 import { asResult } from './result.js';
 import type { CapabilityArgs } from './runtime-config.js';
@@ -87,7 +87,11 @@ export async function addChain(invoker: PluginInvoker, context: ChainContext): P
 /**
  * Runs DEL on each plugin in reverse list order. From spec 0.4.0 on, each gets the cached result
  * of ADD as prevResult. Every plugin runs even when one fails, so that each releases what it
- * can; the first failure is then thrown, with the others added to its log record.
+ * can; each failure is logged and the first is then thrown.
+ *
+ * A plugin whose binary is not installed is skipped with an error log instead of failing the
+ * DEL: otherwise a pod whose ADD failed on that missing binary could never be removed. If the
+ * binary was removed after a successful ADD, what that plugin made stays behind.
  */
 export async function delChain(invoker: PluginInvoker, context: ChainContext, cachedResult: CniResult | undefined): Promise<void> {
   const prevResult = supportsCheck(context.network.cniVersion) ? cachedResult : undefined;
@@ -97,6 +101,10 @@ export async function delChain(invoker: PluginInvoker, context: ChainContext, ca
     try {
       await invoke(invoker, 'DEL', context, plugin, prevResult);
     } catch (err) {
+      if (err instanceof PluginNotFoundError) {
+        context.log.error({ err, plugin: plugin.type, network: context.network.name }, 'CNI DEL skipped a plugin that is not installed; anything it made stays behind');
+        continue;
+      }
       failures.push(err);
       context.log.error({ err, plugin: plugin.type, network: context.network.name }, 'CNI DEL failed; running DEL of the remaining plugins');
     }

@@ -1,4 +1,4 @@
-import { BerthError, type ErrorKind } from '@berth/core';
+import { BerthError, FailedPreconditionError, type ErrorKind } from '@berth/core';
 import { CNI_ERROR_CODES, type CniCommand, type CniErrorDocument } from './spec.js';
 
 /** Where a plugin invocation happened, for error messages and logs. */
@@ -54,4 +54,17 @@ function formatMessage(
   const text = [failure.output, failure.stderr].map((part) => part?.trim()).filter(Boolean).join('; ');
   const exit = failure.exitCode === undefined ? '' : ` with exit code ${failure.exitCode}`;
   return `${describeSite(site)} failed${exit}: ${text || 'no output'}`;
+}
+
+/** A plugin binary that none of the bin directories holds. */
+export class PluginNotFoundError extends FailedPreconditionError {
+  constructor(
+    readonly site: InvocationSite,
+    readonly binDirs: string[],
+  ) {
+    super(
+      `${describeSite(site)}: binary "${site.plugin}" not found in ${binDirs.join(', ')}; install it or add its directory to plugins.cni.bin_dirs`,
+    );
+    this.name = 'PluginNotFoundError';
+  }
 }

@@ -2,8 +2,8 @@ import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
-import { DeadlineExceededError, FailedPreconditionError, InternalError, errorMessage, type Logger } from '@berth/core';
-import { CniPluginError, describeSite, type InvocationSite } from './errors.js';
+import { DeadlineExceededError, InternalError, errorMessage, type Logger } from '@berth/core';
+import { CniPluginError, PluginNotFoundError, describeSite, type InvocationSite } from './errors.js';
 import type { CniCommand, CniErrorDocument } from './spec.js';
 
 /** PATH for plugins when the daemon has none: bridge and portmap run iptables and ip. */
@@ -61,7 +61,7 @@ export class PluginInvoker {
    * Runs one plugin with `config` on stdin and the CNI environment. Resolves with its parsed
    * stdout on exit code 0. Rejects with CniPluginError carrying the plugin's error document on any
    * other exit, DeadlineExceededError after killing a plugin that ran past the timeout, and
-   * FailedPreconditionError when the binary is not installed.
+   * PluginNotFoundError when the binary is not installed.
    */
   async invoke(request: InvokeRequest): Promise<InvokeOutcome> {
     const site: InvocationSite = {
@@ -72,11 +72,7 @@ export class PluginInvoker {
     };
 
     const binary = await this.find(request.plugin);
-    if (!binary) {
-      throw new FailedPreconditionError(
-        `${describeSite(site)}: binary "${request.plugin}" not found in ${this.binDirs.join(', ')}; install it or add its directory to plugins.cni.bin_dirs`,
-      );
-    }
+    if (!binary) throw new PluginNotFoundError(site, this.binDirs);
 
     const started = performance.now();
     // Detached, so the plugin leads its own process group and a timeout kills whatever it

@@ -2,12 +2,16 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Writable } from 'node:stream';
 import { execa, type ResultPromise } from 'execa';
 import { pino } from 'pino';
 import type { Logger, PodNetworkRequest, PortMapping } from '@berth/core';
 import { CniNetworkProvider } from '../../src/provider.js';
 import { resolveOptions, type CniOptions } from '../../src/options.js';
+
+/** Top of the berth checkout; this file is compiled to plugins/cni/dist/test/support/harness.js. */
+export const PROJECT_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../../..');
 
 /** Where Debian's containernetworking-plugins package installs the plugins. */
 export const SYSTEM_BIN_DIR = '/usr/lib/cni';
@@ -72,6 +76,8 @@ export function pickV6Subnet(): string {
 
 export interface BridgeNetworkOptions {
   name?: string;
+  /** Bridge device; defaults to the harness's own. Another name must come from `extraBridge`. */
+  bridge?: string;
   fileName?: string;
   cniVersion?: string;
   /** Adds the portmap plugin. */
@@ -98,6 +104,7 @@ export interface StartedProcess {
  */
 export class NetworkHarness {
   readonly bridge = `bc${hex(4)}`;
+  private readonly extraBridges: string[] = [];
   readonly v6Subnet = pickV6Subnet();
   readonly providers: CniNetworkProvider[] = [];
   readonly netnsNames: string[] = [];
@@ -150,7 +157,7 @@ export class NetworkHarness {
     const plugins: Record<string, unknown>[] = [
       {
         type: 'bridge',
-        bridge: this.bridge,
+        bridge: options.bridge ?? this.bridge,
         isGateway: true,
         ipMasq: false,
         hairpinMode: true,
@@ -254,9 +261,16 @@ export class NetworkHarness {
     }
   }
 
-  /** Names of the veth interfaces attached to this harness's bridge. */
-  async veths(): Promise<string[]> {
-    const result = await execa('ip', ['-o', 'link', 'show', 'master', this.bridge], { reject: false });
+  /** Returns a further unique bridge name, deleted at cleanup. */
+  extraBridge(): string {
+    const name = `bc${hex(4)}`;
+    this.extraBridges.push(name);
+    return name;
+  }
+
+  /** Names of the veth interfaces attached to a bridge, by default this harness's. */
+  async veths(bridge = this.bridge): Promise<string[]> {
+    const result = await execa('ip', ['-o', 'link', 'show', 'master', bridge], { reject: false });
     if (result.exitCode !== 0) return [];
     return result.stdout
       .split('\n')
@@ -342,7 +356,9 @@ export class NetworkHarness {
     }
     this.netnsNames.length = 0;
 
-    await execa('ip', ['link', 'delete', this.bridge], { reject: false });
+    for (const bridge of [this.bridge, ...this.extraBridges]) {
+      await execa('ip', ['link', 'delete', bridge], { reject: false });
+    }
     await rm(this.dir, { recursive: true, force: true });
   }
 }
