@@ -95,10 +95,15 @@ async function main(argv: string[]): Promise<number> {
 
   const daemon = await Daemon.start(config, log);
   await new Promise<void>((resolve) => {
+    let stopping = false;
     const onSignal = (signal: NodeJS.Signals): void => {
+      // A repeated signal must not kill the process half way through a graceful stop.
+      if (stopping) {
+        log.warn({ signal }, 'already shutting down; waiting for in-flight calls');
+        return;
+      }
+      stopping = true;
       log.info({ signal }, 'shutting down');
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
       resolve();
     };
     process.on('SIGTERM', onSignal);

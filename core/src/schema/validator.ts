@@ -18,7 +18,7 @@ export interface SchemaIssue {
 
 /** Creates an Ajv instance that reports all errors; `useDefaults` fills in schema defaults. */
 export function createAjv(options: { useDefaults: boolean }): Ajv2020 {
-  const ajv = new Ajv2020({ allErrors: true, useDefaults: options.useDefaults, strict: false });
+  const ajv = new Ajv2020({ allErrors: true, verbose: true, useDefaults: options.useDefaults, strict: false });
   addFormats(ajv);
   return ajv;
 }

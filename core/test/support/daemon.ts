@@ -72,6 +72,8 @@ export class TestDaemon {
         throw new Error(`daemon exited with code ${exitCode} before serving:\n${daemon.output.join('')}`);
       }
       try {
+        // Another daemon may already serve this socket, so the child's own log line decides.
+        if (!daemon.output.join('').includes('"msg":"CRI server listening"')) throw new Error('not listening yet');
         await daemon.client.runtime.Version({}, { deadlineMs: 1000 });
         return daemon;
       } catch {
@@ -81,6 +83,17 @@ export class TestDaemon {
         }
         await sleep(100);
       }
+    }
+  }
+
+  /** Waits until a log record matches `predicate` and returns it; throws after `timeoutMs`. */
+  async waitForLog(predicate: (record: Record<string, unknown>) => boolean, timeoutMs = 10_000): Promise<Record<string, unknown>> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const record = this.logRecords().find(predicate);
+      if (record) return record;
+      if (Date.now() > deadline) throw new Error(`no matching log record within ${timeoutMs} ms:\n${this.output.join('')}`);
+      await sleep(50);
     }
   }
 
