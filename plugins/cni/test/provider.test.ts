@@ -93,6 +93,8 @@ describe('cni provider in real namespaces', () => {
 
     assert.equal(await fetchText(`http://127.0.0.1:${hostPort}/index.html`), 'reached through portmap');
     assert.equal(await fetchText(`http://${ip}:8081/index.html`), 'reached through portmap');
+    // Hairpin: the pod reaches itself through its own hostPort on the bridge's gateway address.
+    assert.equal(await harness.httpGet(netns.name, `${harness.prefix}.1`, hostPort), 'reached through portmap');
 
     const dnat = await execa('iptables', ['-t', 'nat', '-S'], { reject: false });
     assert.match(dnat.stdout, new RegExp(`--dport ${hostPort} -j DNAT --to-destination ${ip!.replaceAll('.', '\\.')}:8081`));
