@@ -5,7 +5,7 @@ import { asResult } from './result.js';
 import type { CapabilityArgs } from './runtime-config.js';
 import { supportsCheck, type CniCommand, type CniResult, type NetworkConfList, type PluginConf } from './spec.js';
 
-/** What every invocation of one attachment shares. */
+/** Values shared by every plugin invocation for one attachment. */
 export interface ChainContext {
   network: NetworkConfList;
   containerId: string;

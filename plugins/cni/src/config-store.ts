@@ -39,9 +39,9 @@ export interface ConfigStoreOptions {
 const DEBOUNCE_MS = 100;
 
 /**
- * The network configs in the config directories, kept current: a reload follows every file system
- * event in a directory (debounced) and a poll of names, sizes and modification times of the
- * config files and plugin binaries, which also sees directories created after start-up.
+ * Network configs of the config directories, kept current. A reload follows every file system
+ * event in a directory (debounced), and a poll compares names, sizes and modification times of
+ * the config files and plugin binaries, which also covers directories created after start-up.
  */
 export class ConfigStore {
   private snapshot: ConfigSnapshot = {
@@ -187,7 +187,7 @@ export class ConfigStore {
       // Byte order, as Go's sort.Strings orders config names for other runtimes.
       const files = names
         .filter((name) => CONFIG_EXTENSIONS.includes(path.extname(name).toLowerCase()))
-        .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+        .sort(compareBytes)
         .map((name) => path.join(dir, name));
 
       for (const file of files) {
@@ -244,7 +244,7 @@ export class ConfigStore {
     }
   }
 
-  /** Runs VERSION once per binary and caches the answer until the binary changes. */
+  /** Runs VERSION once per binary and caches the response until the binary changes. */
   private async versionInfo(type: string, list: NetworkConfList): Promise<VersionInfo> {
     const invoker = this.options.invoker;
     const binary = (await invoker.find(type)) ?? type;
@@ -268,7 +268,7 @@ export class ConfigStore {
 
     const versions = (output as { supportedVersions?: unknown } | undefined)?.supportedVersions;
     if (!Array.isArray(versions) || !versions.every((version) => typeof version === 'string')) {
-      throw new InvalidNetworkConfig(`plugin "${type}" answered VERSION without a supportedVersions list`);
+      throw new InvalidNetworkConfig(`plugin "${type}" returned no supportedVersions list for the VERSION command`);
     }
     const result: VersionInfo = { supportedVersions: versions };
     this.versionCache.set(type, { key, info: result });
@@ -331,4 +331,10 @@ export class ConfigStore {
       log.warn({ reason: snapshot.status.reason }, `CNI network not ready: ${snapshot.status.message}`);
     }
   }
+}
+
+function compareBytes(a: string, b: string): number {
+  if (a < b) return -1;
+  if (a > b) return 1;
+  return 0;
 }

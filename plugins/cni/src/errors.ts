@@ -1,7 +1,7 @@
 import { BerthError, FailedPreconditionError, type ErrorKind } from '@berth/core';
 import { CNI_ERROR_CODES, type CniCommand, type CniErrorDocument } from './spec.js';
 
-/** Where a plugin invocation happened, for error messages and logs. */
+/** Location of a plugin invocation (command, plugin, network, sandbox), for error messages and logs. */
 export interface InvocationSite {
   command: CniCommand;
   plugin: string;
@@ -35,7 +35,7 @@ export class CniPluginError extends BerthError {
   }
 }
 
-/** Code 11 asks the runtime to retry later; every other failure is the plugin's or the host's. */
+/** Code 11 means "try again later", so it maps to Unavailable. Every other failure is Internal. */
 function errorKindFor(code: number | undefined): ErrorKind {
   return code === 11 ? 'Unavailable' : 'Internal';
 }

@@ -35,7 +35,7 @@ export function parseNetworkConfig(fileName: string, text: string): NetworkConfL
     throw new InvalidNetworkConfig('a .conflist file needs a "plugins" array');
   }
   if (extension === '.conf' && 'plugins' in object) {
-    throw new InvalidNetworkConfig('a .conf file holds one plugin config, but this one has a "plugins" list; rename it to .conflist');
+    throw new InvalidNetworkConfig('a .conf file contains one plugin config, but this one has a "plugins" list; rename it to .conflist');
   }
 
   const list = isList ? object : listFromSingle(object);
@@ -108,7 +108,7 @@ function validatePlugin(plugin: unknown, index: number): PluginConf {
   return conf as PluginConf;
 }
 
-/** A plugin type names a binary inside the bin directories, never a path. */
+/** Checks that a plugin type is a binary's file name, never a path. */
 function checkType(type: unknown, where: string): void {
   if (typeof type !== 'string' || type === '') {
     throw new InvalidNetworkConfig(`${where} is missing or not a string`);

@@ -26,8 +26,9 @@ export const DEFAULT_OPTIONS: CniOptions = {
 };
 
 /**
- * Fills in defaults for keys the table lacks (the core already applied the schema's; this covers
- * callers that create the provider directly) and checks what the schema cannot.
+ * Fills in defaults for keys the table lacks and checks what the schema cannot. The core has
+ * already applied the schema's defaults, so the defaults here serve callers that create the
+ * provider directly.
  */
 export function resolveOptions(options: Record<string, unknown>): CniOptions {
   const resolved = { ...DEFAULT_OPTIONS, ...options } as CniOptions;

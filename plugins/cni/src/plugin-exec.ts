@@ -75,8 +75,8 @@ export class PluginInvoker {
     if (!binary) throw new PluginNotFoundError(site, this.binDirs);
 
     const started = performance.now();
-    // Detached, so the plugin leads its own process group and a timeout kills whatever it
-    // started too; a child left holding the stdout pipe would otherwise keep the call waiting.
+    // Detached, so the plugin leads its own process group and a timeout kills its children too.
+    // A child left holding the stdout pipe would otherwise keep the call waiting.
     const subprocess = execa(binary, [], {
       input: JSON.stringify(request.config),
       env: this.environment(request),
@@ -151,7 +151,7 @@ export class PluginInvoker {
   }
 }
 
-/** Reads a CNI error document from a failed plugin's stdout; undefined when it holds none. */
+/** Reads the CNI error document in a failed plugin's stdout; returns undefined when there is none. */
 export function parseErrorDocument(stdout: string): CniErrorDocument | undefined {
   const text = stdout.trim();
   if (!text.startsWith('{')) return undefined;

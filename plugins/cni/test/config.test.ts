@@ -8,7 +8,7 @@ import { NetworkHarness, SYSTEM_BIN_DIR } from './support/harness.js';
 import { oldPlugin } from './support/test-plugins.js';
 import type { CniNetworkProvider } from '../src/provider.js';
 
-/** Polls the provider's status until `accept` holds or 5 s pass; returns the last status. */
+/** Polls the provider's status until `accept` returns true or 5 s pass, and returns the last status. */
 async function waitForStatus(provider: CniNetworkProvider, accept: (status: NetworkStatus) => boolean): Promise<NetworkStatus> {
   let status = await provider.status();
   for (let attempt = 0; attempt < 50 && !accept(status); attempt++) {

@@ -69,7 +69,7 @@ export async function pickSubnet(): Promise<{ subnet: string; prefix: string }> 
   throw new Error('no free 10.128.0.0/10 subnet found for the test');
 }
 
-/** A random unique-local IPv6 /64, outside the fd00::/64 the host's own interface may use. */
+/** Returns a random unique-local IPv6 /64, outside the fd00::/64 that the host's own interface may use. */
 export function pickV6Subnet(): string {
   return `fd${hex(1)}:${hex(2)}:${hex(2)}:${hex(2)}::/64`;
 }
@@ -145,7 +145,7 @@ export class NetworkHarness {
     return path.join(this.dir, 'ipam');
   }
 
-  /** The bridge + host-local (+ portmap, bandwidth) list, as a plain object. */
+  /** Returns the bridge + host-local (+ portmap, bandwidth) list as a plain object. */
   bridgeList(options: BridgeNetworkOptions = {}): Record<string, unknown> {
     const ranges: unknown[] = [[{ subnet: options.subnet ?? this.subnet }]];
     const routes: unknown[] = [{ dst: '0.0.0.0/0' }];
@@ -223,7 +223,7 @@ export class NetworkHarness {
     this.netnsNames.splice(this.netnsNames.indexOf(name), 1);
   }
 
-  /** A set-up request for a new sandbox in namespace `netnsPath`. */
+  /** Returns a set-up request for a new sandbox in namespace `netnsPath`. */
   request(netnsPath: string, overrides: Partial<PodNetworkRequest> = {}): PodNetworkRequest {
     const sandboxId = hex(32);
     return {

@@ -39,7 +39,7 @@ if (conf.hangOn === command) {
 }
 `;
 
-/** A plugin that supports only the spec versions in `versions`, according to VERSION. */
+/** Returns the source of a plugin whose VERSION response lists only `versions`. */
 export function oldPlugin(versions: string[]): string {
   return `
 const fs = require('node:fs');
