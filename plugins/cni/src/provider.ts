@@ -128,7 +128,7 @@ export class CniNetworkProvider implements NetworkProvider {
       const main = added[added.length - 1]!;
       const ips = podIps(main.result!, main.ifName);
       const durationMs = Math.round(performance.now() - started);
-      request.log.info({ network: network.list.name, ips, duration_ms: durationMs }, 'pod network set up');
+      request.log.info({ network: network.list.name, ips, duration_ms: durationMs }, 'CNI ADD of the pod finished');
       return { ips };
     });
   }
@@ -154,7 +154,7 @@ export class CniNetworkProvider implements NetworkProvider {
       }
     });
 
-    request.log.info({ duration_ms: Math.round(performance.now() - started) }, 'pod network torn down');
+    request.log.info({ duration_ms: Math.round(performance.now() - started) }, 'CNI DEL of the pod finished');
   }
 
   async check(request: PodNetworkRequest): Promise<void> {

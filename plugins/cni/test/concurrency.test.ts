@@ -46,7 +46,7 @@ describe('cni provider under concurrency', () => {
     }
 
     const durations = harness.log
-      .find('pod network set up')
+      .find('CNI ADD of the pod finished')
       .map((record) => record.duration_ms as number)
       .sort((a, b) => a - b);
     t.diagnostic(

@@ -136,7 +136,7 @@ describe('cni network configs', () => {
     const request = harness.request(netns.path);
 
     await harness.setUp(provider, request);
-    const [record] = harness.log.find('pod network set up').filter((entry) => entry.sandbox_id === request.sandboxId);
+    const [record] = harness.log.find('CNI ADD of the pod finished').filter((entry) => entry.sandbox_id === request.sandboxId);
     assert.equal(record?.network, 'first');
     await harness.tearDown(provider, request);
     assert.deepEqual(await harness.allocations('first'), []);
@@ -150,7 +150,7 @@ describe('cni network configs', () => {
     const request = harness.request(netns.path);
 
     await harness.setUp(provider, request);
-    const [record] = harness.log.find('pod network set up').filter((entry) => entry.sandbox_id === request.sandboxId);
+    const [record] = harness.log.find('CNI ADD of the pod finished').filter((entry) => entry.sandbox_id === request.sandboxId);
     assert.equal(record?.network, 'second');
     await harness.tearDown(provider, request);
 

@@ -255,8 +255,8 @@ describe('cni provider in real namespaces', () => {
     const request = harness.request(netns.path);
 
     await harness.setUp(provider, request);
-    const [record] = harness.log.find('pod network set up').filter((entry) => entry.sandbox_id === request.sandboxId);
-    assert.ok(record, 'no "pod network set up" record for the sandbox');
+    const [record] = harness.log.find('CNI ADD of the pod finished').filter((entry) => entry.sandbox_id === request.sandboxId);
+    assert.ok(record, 'no "CNI ADD of the pod finished" record for the sandbox');
     assert.equal(typeof record.duration_ms, 'number');
     assert.ok((record.duration_ms as number) > 0);
     assert.equal(record.network, 'testnet');
