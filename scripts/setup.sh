@@ -12,7 +12,7 @@ fi
 
 packages=(runc crun conmon containernetworking-plugins iproute2 iptables util-linux)
 if [[ "${1-}" == "--test" ]]; then
-  packages+=(docker-registry busybox-static apache2-utils skopeo umoci containerd)
+  packages+=(docker-registry busybox-static apache2-utils skopeo umoci containerd zstd openssl)
 fi
 
 missing=()

@@ -27,6 +27,7 @@ export interface BerthConfig {
     registries_conf: string;
     registries_conf_dir: string;
     auth_file: string;
+    certs_dir: string;
     pinned_images: string[];
     max_concurrent_downloads: number;
     pull_retries: number;

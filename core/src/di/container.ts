@@ -9,6 +9,8 @@ import { RuntimeHandlerRegistry } from '../runtime/handlers.js';
 import { PodNetworkService } from '../network/service.js';
 import type { NetworkProvider, NetworkProviderFactory } from '../network/provider.js';
 import { RuntimeInfoHandlers } from '../cri/runtime-info.js';
+import { ImageServiceHandlers } from '../cri/image-service.js';
+import { DefaultImageStore } from '../image/default-store.js';
 import { Tokens } from './tokens.js';
 
 /** Everything the daemon built at start-up, with one call to release it. */
@@ -50,14 +52,19 @@ export async function buildContainer(config: BerthConfig, log: Logger): Promise<
     const network = new PodNetworkService(await createNetworkProvider(config, plugins, log));
     closers.push(() => network.close());
 
+    const images = await DefaultImageStore.open(config, log);
+    closers.push(() => images.close());
+
     const container = rootContainer.createChildContainer();
     container.register(Tokens.Config, { useValue: config });
     container.register(Tokens.Logger, { useValue: log });
     container.register(Tokens.Plugins, { useValue: plugins });
     container.register(Tokens.RuntimeHandlers, { useValue: handlers });
     container.register(Tokens.PodNetwork, { useValue: network });
+    container.register(Tokens.ImageStore, { useValue: images });
 
     container.register(Tokens.CriHandlerGroup, { useClass: RuntimeInfoHandlers });
+    container.register(Tokens.CriHandlerGroup, { useClass: ImageServiceHandlers });
 
     return { container, close };
   } catch (err) {

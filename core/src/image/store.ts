@@ -53,7 +53,7 @@ export interface PullOptions {
 }
 
 export interface FilesystemUsage {
-  /** Mount point of the filesystem that holds the store. */
+  /** Mount point of the filesystem that contains the store. */
   mountpoint: string;
   usedBytes: number;
   inodesUsed: number;
@@ -112,4 +112,7 @@ export interface ImageStore {
 
   /** Bytes and inodes used by the container's writable layer. */
   rootfsUsage(containerId: string): Promise<{ usedBytes: number; inodesUsed: number }>;
+
+  /** Stops background workers and closes registry connections; mounted rootfs stay mounted. */
+  close(): Promise<void>;
 }

@@ -1,0 +1,70 @@
+import os from 'node:os';
+import koffi from 'koffi';
+
+/**
+ * The libc calls Node has no API for: device nodes, extended attributes and mounts. Each
+ * function throws an Error whose `code` is the errno name (EPERM, ENOTSUP, ...), as Node's own
+ * fs errors do. Usable from worker threads.
+ */
+const lib = koffi.load('libc.so.6');
+const mknodCall = lib.func('int mknod(const char *path, uint32_t mode, uint64_t dev)');
+const lsetxattrCall = lib.func('int lsetxattr(const char *path, const char *name, const void *value, size_t size, int flags)');
+const lgetxattrCall = lib.func('long lgetxattr(const char *path, const char *name, _Out_ void *value, size_t size)');
+const mountCall = lib.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)');
+const umount2Call = lib.func('int umount2(const char *target, int flags)');
+
+export const S_IFIFO = 0o010000;
+export const S_IFCHR = 0o020000;
+export const S_IFBLK = 0o060000;
+export const MNT_DETACH = 2;
+
+const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([name, value]) => [value, name]));
+
+function fail(call: string, target: string): never {
+  const errno = koffi.errno();
+  const code = errnoNames.get(errno) ?? `errno ${errno}`;
+  const err = new Error(`${call} ${target}: ${code}`) as NodeJS.ErrnoException;
+  err.code = code;
+  err.errno = errno;
+  err.path = target;
+  throw err;
+}
+
+/** Encodes a device number as glibc's makedev() does. */
+export function makedev(major: number, minor: number): bigint {
+  const ma = BigInt(major);
+  const mi = BigInt(minor);
+  return ((ma & 0xfffn) << 8n) | ((ma & ~0xfffn) << 32n) | (mi & 0xffn) | ((mi & ~0xffn) << 12n);
+}
+
+/** Creates a device node or FIFO; `mode` includes the file type bits (S_IFCHR, ...). */
+export function mknod(target: string, mode: number, major = 0, minor = 0): void {
+  if (mknodCall(target, mode, makedev(major, minor)) !== 0) fail('mknod', target);
+}
+
+/** Sets an extended attribute on `target` itself, never on a symlink's target. */
+export function lsetxattr(target: string, name: string, value: Buffer): void {
+  if (lsetxattrCall(target, name, value, value.length, 0) !== 0) fail(`lsetxattr ${name}`, target);
+}
+
+/** Reads an extended attribute of `target` itself; undefined when it is not set. */
+export function lgetxattr(target: string, name: string): Buffer | undefined {
+  const buffer = Buffer.alloc(4096);
+  const length = Number(lgetxattrCall(target, name, buffer, buffer.length));
+  if (length < 0) {
+    const code = errnoNames.get(koffi.errno());
+    if (code === 'ENODATA' || code === 'ENOTSUP' || code === 'EOPNOTSUPP') return undefined;
+    fail(`lgetxattr ${name}`, target);
+  }
+  return buffer.subarray(0, length);
+}
+
+/** mount(2). `data` is the filesystem's option string, at most one page long for overlayfs. */
+export function mount(source: string, target: string, fstype: string, flags: number, data: string): void {
+  if (mountCall(source, target, fstype, flags, data) !== 0) fail(`mount ${fstype}`, target);
+}
+
+/** umount2(2). */
+export function umount2(target: string, flags: number): void {
+  if (umount2Call(target, flags) !== 0) fail('umount', target);
+}

@@ -1,0 +1,392 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { expectGrpcError, grpc } from '../support/cri-client.js';
+import type { TestDaemon } from '../support/daemon.js';
+import { insecureRegistries, startImageDaemon } from '../support/image-daemon.js';
+import {
+  busyboxImage,
+  foreignOnlyIndex,
+  hostArchitecture,
+  multiPlatformIndex,
+  randomImage,
+  userImage,
+  whiteoutImage,
+  zstdImage,
+  type BuiltImage,
+  type BuiltIndex,
+} from '../support/images.js';
+import { CountingProxy, freePort, pushImage, startRegistry, type TestRegistry } from '../support/registry.js';
+
+describe('image pull through the CRI socket', () => {
+  let registry: TestRegistry;
+  let daemon: TestDaemon;
+  let base: BuiltImage;
+  let user: BuiltImage;
+  let numericUser: BuiltImage;
+  let multi: BuiltIndex;
+  let zstd: BuiltImage;
+  let docker: BuiltImage;
+
+  before(async () => {
+    registry = await startRegistry();
+    base = await busyboxImage();
+    user = await userImage();
+    numericUser = await userImage('1000:1000');
+    multi = await multiPlatformIndex();
+    zstd = await zstdImage();
+    docker = await busyboxImage({ docker: true, config: { Cmd: ['echo', 'docker'] } });
+    await pushImage(registry, 'library/busybox', base, 'latest');
+    await pushImage(registry, 'library/busybox', base, '1.35');
+    await pushImage(registry, 'test/user', user, 'v1');
+    await pushImage(registry, 'test/numeric-user', numericUser, 'v1');
+    await pushImage(registry, 'test/multi', multi, 'v1');
+    await pushImage(registry, 'test/foreign', await foreignOnlyIndex(), 'v1');
+    await pushImage(registry, 'test/zstd', zstd, 'v1');
+    await pushImage(registry, 'test/docker', docker, 'v1');
+    await pushImage(registry, 'test/whiteout', await whiteoutImage(), 'v1');
+
+    daemon = await startImageDaemon({ registries: insecureRegistries([registry.host]) });
+  });
+
+  after(async () => {
+    await daemon?.cleanup();
+    await registry?.stop();
+  });
+
+  test('pull by tag returns the config digest', async () => {
+    const response = await daemon.client.image.PullImage({ image: { image: `${registry.host}/library/busybox:latest` } });
+    assert.equal(response.image_ref, base.configDigest);
+  });
+
+  test('pull by digest records the repo digest', async () => {
+    const reference = `${registry.host}/library/busybox@${base.digest}`;
+    const response = await daemon.client.image.PullImage({ image: { image: reference } });
+    assert.equal(response.image_ref, base.configDigest);
+
+    const status = await daemon.client.image.ImageStatus({ image: { image: reference } });
+    assert.equal(status.image?.id, base.configDigest);
+    assert.ok(status.image?.repo_digests.includes(reference), `repo_digests: ${status.image?.repo_digests.join(', ')}`);
+  });
+
+  test('second tag of one image is listed once', async () => {
+    await daemon.client.image.PullImage({ image: { image: `${registry.host}/library/busybox:1.35` } });
+    const list = await daemon.client.image.ListImages({});
+    const matches = list.images.filter((image) => image.id === base.configDigest);
+    assert.equal(matches.length, 1);
+    assert.deepEqual([...matches[0]!.repo_tags].sort(), [`${registry.host}/library/busybox:1.35`, `${registry.host}/library/busybox:latest`]);
+  });
+
+  test('ListImages filter keeps the named image', async () => {
+    await daemon.client.image.PullImage({ image: { image: `${registry.host}/test/zstd:v1` } });
+    const filtered = await daemon.client.image.ListImages({ filter: { image: { image: `${registry.host}/test/zstd:v1` } } });
+    assert.deepEqual(filtered.images.map((image) => image.id), [zstd.configDigest]);
+
+    const none = await daemon.client.image.ListImages({ filter: { image: { image: `${registry.host}/test/absent:v1` } } });
+    assert.equal(none.images.length, 0);
+  });
+
+  test('ImageStatus reports size, tags and pinned', async () => {
+    const status = await daemon.client.image.ImageStatus({ image: { image: `${registry.host}/test/zstd:v1` } });
+    const image = status.image!;
+    assert.equal(image.id, zstd.configDigest);
+    assert.deepEqual(image.repo_tags, [`${registry.host}/test/zstd:v1`]);
+    assert.equal(image.repo_digests[0], `${registry.host}/test/zstd@${zstd.digest}`);
+    assert.ok(Number(image.size) > 1_000_000, `size ${image.size}`);
+    assert.equal(image.pinned, false);
+    assert.deepEqual(status.info, {});
+  });
+
+  test('ImageStatus by image ID and ID prefix', async () => {
+    const byId = await daemon.client.image.ImageStatus({ image: { image: zstd.configDigest } });
+    assert.equal(byId.image?.id, zstd.configDigest);
+    const prefix = zstd.configDigest.slice('sha256:'.length, 'sha256:'.length + 16);
+    const byPrefix = await daemon.client.image.ImageStatus({ image: { image: prefix } });
+    assert.equal(byPrefix.image?.id, zstd.configDigest);
+  });
+
+  test('verbose ImageStatus adds the config JSON', async () => {
+    const status = await daemon.client.image.ImageStatus({ image: { image: `${registry.host}/test/zstd:v1` }, verbose: true });
+    const info = JSON.parse(status.info.info ?? '{}') as { imageSpec?: { rootfs?: { diff_ids?: string[] }; architecture?: string } };
+    assert.deepEqual(info.imageSpec?.rootfs?.diff_ids, zstd.layers.map((layer) => layer.diffId));
+    assert.equal(info.imageSpec?.architecture, hostArchitecture());
+  });
+
+  test('ImageStatus of an absent image has no image', async () => {
+    const status = await daemon.client.image.ImageStatus({ image: { image: `${registry.host}/test/absent:v1` } });
+    assert.equal(status.image, null);
+  });
+
+  test('User name and uid come from the config', async () => {
+    await daemon.client.image.PullImage({ image: { image: `${registry.host}/test/user:v1` } });
+    await daemon.client.image.PullImage({ image: { image: `${registry.host}/test/numeric-user:v1` } });
+
+    const named = await daemon.client.image.ImageStatus({ image: { image: `${registry.host}/test/user:v1` } });
+    assert.equal(named.image?.username, 'app');
+    assert.equal(named.image?.uid, null);
+
+    const numeric = await daemon.client.image.ImageStatus({ image: { image: `${registry.host}/test/numeric-user:v1` } });
+    assert.equal(numeric.image?.uid?.value, '1000');
+    assert.equal(numeric.image?.username, '');
+  });
+
+  test('multi-platform index selects this node', async () => {
+    const response = await daemon.client.image.PullImage({ image: { image: `${registry.host}/test/multi:v1` } });
+    const native = multi.images.find((image) => JSON.parse(image.config.toString()).architecture === hostArchitecture())!;
+    assert.equal(response.image_ref, native.configDigest);
+
+    const status = await daemon.client.image.ImageStatus({ image: { image: `${registry.host}/test/multi:v1` } });
+    assert.ok(status.image?.repo_digests.includes(`${registry.host}/test/multi@${multi.digest}`));
+    // The platform manifest's own digest finds the image too.
+    const byPlatformDigest = await daemon.client.image.ImageStatus({ image: { image: `${registry.host}/test/multi@${multi.digest}` } });
+    assert.equal(byPlatformDigest.image?.id, native.configDigest);
+  });
+
+  test('index without this platform is NotFound', async () => {
+    const err = await expectGrpcError(daemon.client.image.PullImage({ image: { image: `${registry.host}/test/foreign:v1` } }));
+    assert.equal(err.code, grpc.status.NOT_FOUND);
+    assert.match(err.details, /no manifest for this node's platform linux\//);
+    assert.match(err.details, /available: linux\/s390x/);
+  });
+
+  test('Docker schema 2 manifest pulls', async () => {
+    const response = await daemon.client.image.PullImage({ image: { image: `${registry.host}/test/docker:v1` } });
+    assert.equal(response.image_ref, docker.configDigest);
+  });
+
+  test('unparseable reference is InvalidArgument', async () => {
+    for (const reference of ['UPPER/Case:tag', 'name:tag:extra', 'name@sha256:short', '', `${registry.host}/a//b`]) {
+      const err = await expectGrpcError(daemon.client.image.PullImage({ image: { image: reference } }));
+      assert.equal(err.code, grpc.status.INVALID_ARGUMENT, `reference "${reference}": ${err.details}`);
+    }
+  });
+
+  test('absent image is NotFound naming registries tried', async () => {
+    const err = await expectGrpcError(daemon.client.image.PullImage({ image: { image: `${registry.host}/test/absent:v1` } }));
+    assert.equal(err.code, grpc.status.NOT_FOUND);
+    assert.match(err.details, new RegExp(`image "${registry.host}/test/absent:v1" not found`));
+    assert.match(err.details, new RegExp(`tried ${registry.host}/test/absent`));
+  });
+
+  test('absent tag of a present repository is NotFound', async () => {
+    const err = await expectGrpcError(daemon.client.image.PullImage({ image: { image: `${registry.host}/library/busybox:nope` } }));
+    assert.equal(err.code, grpc.status.NOT_FOUND);
+    assert.match(err.details, /manifest "nope" not found/);
+  });
+
+  test('short name without search registries is InvalidArgument', async () => {
+    const err = await expectGrpcError(daemon.client.image.PullImage({ image: { image: 'busybox' } }));
+    assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(err.details, /names no registry/);
+  });
+
+  test('ImageFsInfo grows after a pull', async () => {
+    const before = (await daemon.client.image.ImageFsInfo({})).image_filesystems[0]!;
+    await daemon.client.image.PullImage({ image: { image: `${registry.host}/test/whiteout:v1` } });
+    const afterPull = (await daemon.client.image.ImageFsInfo({})).image_filesystems[0]!;
+
+    assert.ok(Number(afterPull.used_bytes?.value) > Number(before.used_bytes?.value), `${before.used_bytes?.value} -> ${afterPull.used_bytes?.value}`);
+    assert.ok(Number(afterPull.inodes_used?.value) > Number(before.inodes_used?.value));
+    assert.ok(afterPull.fs_id?.mountpoint.startsWith('/'));
+    assert.ok(BigInt(afterPull.timestamp) >= BigInt(before.timestamp));
+  });
+
+  test('remove by tag keeps the other tag', async () => {
+    await daemon.client.image.PullImage({ image: { image: `${registry.host}/library/busybox:1.35` } });
+    await daemon.client.image.RemoveImage({ image: { image: `${registry.host}/library/busybox:1.35` } });
+
+    const status = await daemon.client.image.ImageStatus({ image: { image: `${registry.host}/library/busybox:latest` } });
+    assert.deepEqual(status.image?.repo_tags, [`${registry.host}/library/busybox:latest`]);
+    const gone = await daemon.client.image.ImageStatus({ image: { image: `${registry.host}/library/busybox:1.35` } });
+    assert.equal(gone.image, null);
+  });
+
+  test('remove by last tag removes the image', async () => {
+    await daemon.client.image.PullImage({ image: { image: `${registry.host}/test/docker:v1` } });
+    await daemon.client.image.RemoveImage({ image: { image: `${registry.host}/test/docker:v1` } });
+    const status = await daemon.client.image.ImageStatus({ image: { image: docker.configDigest } });
+    assert.equal(status.image, null);
+  });
+
+  test('remove by ID and by digest', async () => {
+    await daemon.client.image.PullImage({ image: { image: `${registry.host}/test/user:v1` } });
+    await daemon.client.image.RemoveImage({ image: { image: user.configDigest } });
+    assert.equal((await daemon.client.image.ImageStatus({ image: { image: user.configDigest } })).image, null);
+
+    const byDigest = `${registry.host}/test/zstd@${zstd.digest}`;
+    await daemon.client.image.PullImage({ image: { image: byDigest } });
+    await daemon.client.image.RemoveImage({ image: { image: byDigest } });
+    assert.equal((await daemon.client.image.ImageStatus({ image: { image: zstd.configDigest } })).image, null);
+  });
+
+  test('remove of an unknown image succeeds', async () => {
+    await daemon.client.image.RemoveImage({ image: { image: `${registry.host}/test/never:v1` } });
+    await daemon.client.image.RemoveImage({ image: { image: `sha256:${'0'.repeat(64)}` } });
+    const err = await expectGrpcError(daemon.client.image.RemoveImage({ image: { image: '' } }));
+    assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+  });
+
+  test('removal frees ImageFsInfo bytes', async () => {
+    await daemon.client.image.PullImage({ image: { image: `${registry.host}/test/zstd:v1` } });
+    const before = Number((await daemon.client.image.ImageFsInfo({})).image_filesystems[0]!.used_bytes?.value);
+    await daemon.client.image.RemoveImage({ image: { image: `${registry.host}/test/zstd:v1` } });
+    const afterRemove = Number((await daemon.client.image.ImageFsInfo({})).image_filesystems[0]!.used_bytes?.value);
+    assert.ok(afterRemove < before, `${before} -> ${afterRemove}`);
+  });
+
+  test('StreamImages sends the list', async () => {
+    const images = await new Promise<string[]>((resolve, reject) => {
+      const ids: string[] = [];
+      const call = daemon.client.rawImage.StreamImages({});
+      call.on('data', (message: { images: { id: string }[] }) => ids.push(...message.images.map((image) => image.id)));
+      call.on('end', () => resolve(ids));
+      call.on('error', reject);
+    });
+    assert.ok(images.includes(base.configDigest));
+  });
+});
+
+describe('image pull through mirrors and short names', () => {
+  let mirror: TestRegistry;
+  let daemon: TestDaemon;
+  let base: BuiltImage;
+  let closedPort: number;
+
+  before(async () => {
+    mirror = await startRegistry();
+    base = await busyboxImage();
+    await pushImage(mirror, 'library/busybox', base, 'latest');
+    await pushImage(mirror, 'library/busybox', base, 'aliased');
+    closedPort = await freePort();
+
+    // docker.io's location is a closed loopback port: the test reaches no outside address even
+    // when the mirror misses.
+    daemon = await startImageDaemon({
+      registries: {
+        'unqualified-search-registries': ['docker.io'],
+        aliases: { tool: 'docker.io/library/busybox' },
+        registry: [
+          {
+            prefix: 'docker.io',
+            location: `127.0.0.1:${closedPort}`,
+            insecure: true,
+            mirror: [{ location: mirror.host, insecure: true }],
+          },
+          { prefix: 'blocked.example', location: 'blocked.example', blocked: true },
+        ],
+      },
+      image: { pull_retries: 0 },
+    });
+  });
+
+  after(async () => {
+    await daemon?.cleanup();
+    await mirror?.stop();
+  });
+
+  test('short name pulls through the mirror', async () => {
+    const response = await daemon.client.image.PullImage({ image: { image: 'busybox' } });
+    assert.equal(response.image_ref, base.configDigest);
+
+    const status = await daemon.client.image.ImageStatus({ image: { image: 'busybox' } });
+    assert.deepEqual(status.image?.repo_tags, ['docker.io/library/busybox:latest']);
+    const qualified = await daemon.client.image.ImageStatus({ image: { image: 'docker.io/library/busybox:latest' } });
+    assert.equal(qualified.image?.id, base.configDigest);
+  });
+
+  test('alias resolves a short name', async () => {
+    const response = await daemon.client.image.PullImage({ image: { image: 'tool:aliased' } });
+    assert.equal(response.image_ref, base.configDigest);
+    const status = await daemon.client.image.ImageStatus({ image: { image: base.configDigest } });
+    assert.ok(status.image?.repo_tags.includes('docker.io/library/busybox:aliased'));
+  });
+
+  test('mirror miss falls back to the primary', async () => {
+    const err = await expectGrpcError(daemon.client.image.PullImage({ image: { image: 'absent' } }));
+    assert.equal(err.code, grpc.status.UNAVAILABLE);
+    assert.match(err.details, new RegExp(`${mirror.host.replace('.', '\\.')}/library/absent: manifest "latest" not found`));
+    assert.match(err.details, new RegExp(`127\\.0\\.0\\.1:${closedPort}/library/absent`));
+  });
+
+  test('blocked registry is rejected', async () => {
+    const err = await expectGrpcError(daemon.client.image.PullImage({ image: { image: 'blocked.example/app:v1' } }));
+    assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+    assert.match(err.details, /registry prefix "blocked\.example" is blocked/);
+  });
+});
+
+describe('image pull downloads', () => {
+  let registry: TestRegistry;
+  let proxy: CountingProxy;
+  let daemon: TestDaemon;
+  let image: BuiltImage;
+
+  before(async () => {
+    registry = await startRegistry();
+    proxy = await CountingProxy.start(registry.host);
+    image = await randomImage(3, 512 * 1024, 7);
+    await pushImage(registry, 'test/random', image, 'v1');
+    await pushImage(registry, 'library/busybox', await busyboxImage(), 'latest');
+    daemon = await startImageDaemon({ registries: insecureRegistries([proxy.host]), image: { pull_retries: 3 } });
+  });
+
+  after(async () => {
+    await daemon?.cleanup();
+    await proxy?.close();
+    await registry?.stop();
+  });
+
+  test('5 concurrent pulls fetch each blob once', async () => {
+    const pulls = Array.from({ length: 5 }, () => daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/random:v1` } }));
+    const responses = await Promise.all(pulls);
+    for (const response of responses) assert.equal(response.image_ref, image.configDigest);
+
+    for (const layer of image.layers) assert.equal(proxy.blobDownloads(layer.digest), 1, `layer ${layer.digest}`);
+    assert.equal(proxy.blobDownloads(image.configDigest), 1);
+  });
+
+  test('5xx answers are retried', async () => {
+    await daemon.client.image.RemoveImage({ image: { image: image.configDigest } });
+    proxy.failNext(2, 503, /\/blobs\//);
+    const response = await daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/random:v1` } });
+    assert.equal(response.image_ref, image.configDigest);
+    assert.equal(proxy.requests.filter((request) => request.status === 503).length, 2);
+  });
+
+  test('broken-off blob download is retried', async () => {
+    await daemon.client.image.RemoveImage({ image: { image: image.configDigest } });
+    const layer = image.layers[0]!.digest;
+    const config = image.configDigest;
+    const before = { layer: proxy.blobDownloads(layer), config: proxy.blobDownloads(config) };
+    proxy.resetNextBlobs(1, layer);
+    const response = await daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/random:v1` } });
+    assert.equal(response.image_ref, image.configDigest);
+    assert.equal(proxy.blobDownloads(layer), before.layer + 2);
+
+    await daemon.client.image.RemoveImage({ image: { image: image.configDigest } });
+    proxy.resetNextBlobs(1, config);
+    await daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/random:v1` } });
+    assert.equal(proxy.blobDownloads(config), before.config + 3);
+  });
+
+  test('4xx answers are not retried', async () => {
+    const before = proxy.requests.length;
+    proxy.failNext(1, 400, /\/manifests\//);
+    const err = await expectGrpcError(daemon.client.image.PullImage({ image: { image: `${proxy.host}/library/busybox:latest` } }));
+    assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(err.details, /HTTP 400/);
+    const manifestRequests = proxy.requests.slice(before).filter((request) => request.path.includes('/manifests/'));
+    assert.equal(manifestRequests.length, 1);
+  });
+
+  test('shared base layer downloads once', async () => {
+    const base = await busyboxImage();
+    const layered = await whiteoutImage();
+    assert.equal(layered.layers[0]!.digest, base.layers[0]!.digest);
+    await pushImage(registry, 'test/whiteout', layered, 'v1');
+
+    await daemon.client.image.PullImage({ image: { image: `${proxy.host}/library/busybox:latest` } });
+    await daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/whiteout:v1` } });
+    assert.equal(proxy.blobDownloads(base.layers[0]!.digest), 1);
+    assert.equal(proxy.blobDownloads(layered.layers[1]!.digest), 1);
+  });
+});
