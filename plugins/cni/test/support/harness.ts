@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -71,7 +71,9 @@ export async function pickSubnet(): Promise<{ subnet: string; prefix: string }> 
 
 /** Returns a random unique-local IPv6 /64, outside the fd00::/64 that the host's own interface may use. */
 export function pickV6Subnet(): string {
-  return `fd${hex(1)}:${hex(2)}:${hex(2)}:${hex(2)}::/64`;
+  // Groups of four hex digits without a leading zero, so that addresses print as the prefix reads.
+  const group = (): string => randomInt(0x1000, 0x10000).toString(16);
+  return `fd${hex(1)}:${group()}:${group()}:${group()}::/64`;
 }
 
 export interface BridgeNetworkOptions {
