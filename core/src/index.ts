@@ -8,3 +8,5 @@ export type * from './network/provider.js';
 export type * from './seccomp/provider.js';
 export type * from './image/store.js';
 export { CORE_API_VERSION } from './plugins/manifest.js';
+export * from './runtime/oci-cli/index.js';
+export { detectCgroupLayout, parseCgroupMounts, type CgroupLayout } from './cgroups/layout.js';

@@ -22,6 +22,10 @@ export interface BerthConfig {
     shm_size: number;
     stop_timeout_seconds: number;
     container_exits_dir: string;
+    cgroup_parent: string;
+    default_capabilities: string[];
+    pause_image: string;
+    pids_limit: number;
   };
   image: {
     registries_conf: string;

@@ -1,4 +1,5 @@
 import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
 import { container as rootContainer, type DependencyContainer } from 'tsyringe';
 import { closest } from 'fastest-levenshtein';
 import type { Logger } from '../log.js';
@@ -11,6 +12,16 @@ import type { NetworkProvider, NetworkProviderFactory } from '../network/provide
 import { RuntimeInfoHandlers } from '../cri/runtime-info.js';
 import { ImageServiceHandlers } from '../cri/image-service.js';
 import { DefaultImageStore } from '../image/default-store.js';
+import { PodSandboxHandlers } from '../cri/pod-sandbox.js';
+import { ContainerLifecycleHandlers } from '../cri/container-lifecycle.js';
+import { ContainerStatusHandlers } from '../cri/container-status.js';
+import { ExecHandlers } from '../cri/exec.js';
+import { StatsHandlers } from '../cri/stats.js';
+import { SandboxService, SandboxStore } from '../sandbox/service.js';
+import { ContainerService, ContainerStore } from '../container/service.js';
+import { StatsService } from '../container/stats.js';
+import { BuiltinSeccompProvider } from '../seccomp/builtin.js';
+import type { SeccompProfileProvider, SeccompProfileProviderFactory } from '../seccomp/provider.js';
 import { Tokens } from './tokens.js';
 
 /** Everything the daemon built at start-up, with one call to release it. */
@@ -63,8 +74,26 @@ export async function buildContainer(config: BerthConfig, log: Logger): Promise<
     container.register(Tokens.PodNetwork, { useValue: network });
     container.register(Tokens.ImageStore, { useValue: images });
 
+    container.register(Tokens.SeccompProfileProvider, { useValue: await createSeccompProvider(config, plugins, log) });
+
+    container.register(Tokens.SandboxStore, { useValue: new SandboxStore(path.join(config.root, 'sandboxes'), 'pod sandbox') });
+    container.register(Tokens.ContainerStore, { useValue: new ContainerStore(path.join(config.root, 'containers'), 'container') });
+    container.registerSingleton(Tokens.ContainerService, ContainerService);
+    container.register(Tokens.SandboxContainers, { useToken: Tokens.ContainerService });
+    container.registerSingleton(Tokens.SandboxService, SandboxService);
+    container.registerSingleton(Tokens.StatsService, StatsService);
+
     container.register(Tokens.CriHandlerGroup, { useClass: RuntimeInfoHandlers });
     container.register(Tokens.CriHandlerGroup, { useClass: ImageServiceHandlers });
+    container.register(Tokens.CriHandlerGroup, { useClass: PodSandboxHandlers });
+    container.register(Tokens.CriHandlerGroup, { useClass: ContainerLifecycleHandlers });
+    container.register(Tokens.CriHandlerGroup, { useClass: ContainerStatusHandlers });
+    container.register(Tokens.CriHandlerGroup, { useClass: ExecHandlers });
+    container.register(Tokens.CriHandlerGroup, { useClass: StatsHandlers });
+
+    // Containers first: recovering a half-created sandbox removes its containers.
+    await container.resolve(Tokens.ContainerService).recover(log);
+    await container.resolve(Tokens.SandboxService).recover(log);
 
     return { container, close };
   } catch (err) {
@@ -93,6 +122,20 @@ async function createNetworkProvider(config: BerthConfig, plugins: PluginRegistr
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   return factory.create(options, { stateDir, dataDir, log: log.child({ network_provider: name }) });
+}
+
+async function createSeccompProvider(config: BerthConfig, plugins: PluginRegistry, log: Logger): Promise<SeccompProfileProvider> {
+  const name = config.seccomp.provider;
+  if (name === 'builtin') return BuiltinSeccompProvider.create(config.seccomp.profile, log.child({ seccomp_provider: name }));
+
+  const provision = plugins.get('seccomp-profile-provider', name);
+  if (!provision) {
+    const known = ['builtin', ...plugins.names('seccomp-profile-provider')].join(', ');
+    throw new PluginError(`seccomp.provider: no plugin provides seccomp profile provider "${name}" (available: ${known})`);
+  }
+  const options = provision.checkOptions(config.plugins[name] ?? {}, `plugins.${name}`);
+  const factory = provision.factory as unknown as SeccompProfileProviderFactory;
+  return factory.create(options, { log: log.child({ seccomp_provider: name }) });
 }
 
 /** Rejects a `plugins.<name>` table that no loaded plugin provides, suggesting the nearest name. */

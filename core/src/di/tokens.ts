@@ -7,6 +7,9 @@ import type { SeccompProfileProvider } from '../seccomp/provider.js';
 import type { RuntimeHandlerRegistry } from '../runtime/handlers.js';
 import type { PluginRegistry } from '../plugins/loader.js';
 import type { CriHandlerGroup } from '../cri/handler.js';
+import type { SandboxContainers, SandboxService, SandboxStore } from '../sandbox/service.js';
+import type { ContainerService, ContainerStore } from '../container/service.js';
+import type { StatsService } from '../container/stats.js';
 
 /** Injection tokens for the core's interfaces; implementations are registered in di/container.ts. */
 export const Tokens = {
@@ -17,6 +20,13 @@ export const Tokens = {
   ImageStore: Symbol('ImageStore') as InjectionToken<ImageStore>,
   PodNetwork: Symbol('PodNetworkService') as InjectionToken<PodNetworkService>,
   SeccompProfileProvider: Symbol('SeccompProfileProvider') as InjectionToken<SeccompProfileProvider>,
+  SandboxStore: Symbol('SandboxStore') as InjectionToken<SandboxStore>,
+  ContainerStore: Symbol('ContainerStore') as InjectionToken<ContainerStore>,
+  SandboxService: Symbol('SandboxService') as InjectionToken<SandboxService>,
+  /** The container service seen from the sandbox service: stop, remove and infra containers. */
+  SandboxContainers: Symbol('SandboxContainers') as InjectionToken<SandboxContainers>,
+  ContainerService: Symbol('ContainerService') as InjectionToken<ContainerService>,
+  StatsService: Symbol('StatsService') as InjectionToken<StatsService>,
   /** Every group of CRI handlers; the server resolves them all. */
   CriHandlerGroup: Symbol('CriHandlerGroup') as InjectionToken<CriHandlerGroup>,
 } as const;

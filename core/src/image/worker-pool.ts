@@ -71,6 +71,8 @@ export class WorkerPool {
       if (!request) return;
       const id = this.nextId++;
       entry.current = { id, request };
+      // A busy worker keeps the process alive: during start-up recovery nothing else may.
+      entry.worker.ref();
       entry.worker.postMessage({ ...request.body, id } as WorkerRequest);
     }
   }
@@ -82,6 +84,7 @@ export class WorkerPool {
       const current = entry.current;
       if (!current || current.id !== response.id) return;
       entry.current = undefined;
+      entry.worker.unref();
       if (response.ok) {
         current.request.resolve(response.result);
       } else {

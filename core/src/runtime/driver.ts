@@ -141,6 +141,10 @@ export interface DriverContext {
   handler: string;
   /** Directory for the driver's own state, under the daemon's run root, created by the core. */
   stateDir: string;
+  /** The `runtime.conmon` setting: path of conmon, empty to search PATH. */
+  conmonPath: string;
+  /** Directory where container monitors write exit codes, created by the driver. */
+  exitsDir: string;
   log: Logger;
 }
 

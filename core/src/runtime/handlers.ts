@@ -2,9 +2,14 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../log.js';
 import type { BerthConfig } from '../config/types.js';
-import { InvalidArgumentError } from '../errors.js';
+import { InvalidArgumentError, errorMessage } from '../errors.js';
 import { PluginError, type PluginRegistry } from '../plugins/loader.js';
 import type { DriverFeatures, RuntimeDriver, RuntimeDriverFactory } from './driver.js';
+
+/** Directory where monitors write container exit codes: `runtime.container_exits_dir` or `<runroot>/exits`. */
+export function containerExitsDir(config: BerthConfig): string {
+  return config.runtime.container_exits_dir || path.join(config.runroot, 'exits');
+}
 
 export interface RuntimeHandler {
   name: string;
@@ -42,7 +47,18 @@ export class RuntimeHandlerRegistry {
 
         const handlerLog = log.child({ handler: name, driver: entry.driver });
         const factory = provision.factory as unknown as RuntimeDriverFactory;
-        const driver = await factory.create(options, { handler: name, stateDir, log: handlerLog });
+        let driver: RuntimeDriver;
+        try {
+          driver = await factory.create(options, {
+            handler: name,
+            stateDir,
+            conmonPath: config.runtime.conmon,
+            exitsDir: containerExitsDir(config),
+            log: handlerLog,
+          });
+        } catch (err) {
+          throw new PluginError(`runtimes.${name}: driver "${entry.driver}" cannot start: ${errorMessage(err)}`);
+        }
         const features = await driver.features();
         handlers.set(name, { name, driverName: entry.driver, driver, features });
         handlerLog.info({ runtime: features.runtime }, 'runtime handler ready');

@@ -1,0 +1,39 @@
+import { randomBytes } from 'node:crypto';
+import { open, readFile, rename, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import { isErrno } from '../errors.js';
+
+/**
+ * Writes `data` as JSON to `file` atomically: a temp file in the same directory is written,
+ * flushed to disk and renamed over `file`, so a reader or a crash sees the old or the new
+ * content, never a partial one.
+ */
+export async function writeJsonAtomic(file: string, data: unknown, mode = 0o600): Promise<void> {
+  const temp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
+  const handle = await open(temp, 'wx', mode);
+  try {
+    await handle.writeFile(`${JSON.stringify(data, null, 2)}\n`);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+
+  try {
+    await rename(temp, file);
+  } catch (err) {
+    await unlink(temp).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Reads and parses a JSON file; returns undefined when it does not exist. */
+export async function readJsonFile<T>(file: string): Promise<T | undefined> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return undefined;
+    throw err;
+  }
+  return JSON.parse(text) as T;
+}

@@ -1,0 +1,330 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile, rename } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { TestDaemon } from '../support/daemon.js';
+import { expectGrpcError, grpc } from '../support/cri-client.js';
+import { CRI_LOG_LINE } from '../support/driver-suite.js';
+import { entries, mountsUnder, removeAllPods, removeCgroupParent } from '../support/pods.js';
+import { startRuntimeImages, type RuntimeImages } from '../support/runtime-images.js';
+import { containerConfig, exec, runPod, startContainer, startRuntimeDaemon, waitExited } from '../support/runtime-daemon.js';
+import { detectCgroupLayout } from '../../src/cgroups/layout.js';
+
+let images: RuntimeImages;
+
+before(async () => {
+  images = await startRuntimeImages();
+});
+
+after(async () => {
+  await images.stop();
+});
+
+for (const handler of ['runc', 'crun']) {
+  describe(`containers on ${handler}`, () => {
+    let daemon: TestDaemon;
+    let cgroupParent: string;
+
+    before(async () => {
+      ({ daemon, cgroupParent } = await startRuntimeDaemon(images));
+      for (const image of [images.busybox, images.user1000]) await daemon.client.image.PullImage({ image: { image } });
+    });
+
+    after(async () => {
+      await removeAllPods(daemon.client).catch((err: unknown) => console.error('cannot remove test pods', err));
+      await daemon.cleanup();
+      await removeCgroupParent(cgroupParent);
+    });
+
+    test('exec output and CRI log lines', async () => {
+      const pod = await runPod(daemon, handler, 'exec');
+      const id = await startContainer(daemon, pod, containerConfig('main', images.busybox, ['sh', '-c', 'echo hello; echo oops >&2; sleep 1000']));
+
+      const status = await daemon.client.runtime.ContainerStatus({ container_id: id });
+      assert.equal(status.status?.state, 'CONTAINER_RUNNING');
+      assert.ok(Number(status.status?.started_at) > 0);
+
+      const result = await exec(daemon, id, ['sh', '-c', 'echo out; echo err >&2; exit 3']);
+      assert.equal(result.stdout, 'out\n');
+      assert.equal(result.stderr, 'err\n');
+      assert.equal(result.exitCode, 3);
+
+      const hostname = await exec(daemon, id, ['hostname']);
+      assert.equal(hostname.stdout, 'exec-host\n');
+
+      await sleep(200);
+      const logPath = status.status?.log_path ?? '';
+      assert.equal(logPath, path.join(pod.config.log_directory!, 'main.log'));
+      const records = (await readFile(logPath, 'utf8')).trimEnd().split('\n').map((line) => CRI_LOG_LINE.exec(line));
+      assert.ok(records.every((record) => record !== null));
+      assert.deepEqual(records.map((record) => `${record![2]} ${record![3]} ${record![4]}`).sort(), ['stderr F oops', 'stdout F hello']);
+    });
+
+    test('exec timeout kills and fails the call', async () => {
+      const pod = await runPod(daemon, handler, 'timeout');
+      const id = await startContainer(daemon, pod, containerConfig('main', images.busybox, ['sleep', '1000']));
+
+      const started = Date.now();
+      const err = await expectGrpcError(daemon.client.runtime.ExecSync({ container_id: id, cmd: ['sleep', '41'], timeout: 1 }));
+      assert.equal(err.code, grpc.status.DEADLINE_EXCEEDED);
+      assert.match(err.details, /timed out after 1 s/);
+      assert.ok(Date.now() - started < 5000);
+      assert.doesNotMatch((await exec(daemon, id, ['ps', '-o', 'args'])).stdout, /sleep 41/);
+
+      const stopped = await expectGrpcError(daemon.client.runtime.ExecSync({ container_id: 'f'.repeat(64), cmd: ['true'], timeout: 1 }));
+      assert.equal(stopped.code, grpc.status.NOT_FOUND);
+    });
+
+    test('stop honours signal and timeout', async () => {
+      const pod = await runPod(daemon, handler, 'stop');
+
+      const graceful = await startContainer(daemon, pod, containerConfig('graceful', images.busybox, ['sh', '-c', 'trap "exit 0" TERM; while true; do sleep 0.1; done']));
+      await sleep(300);
+      await daemon.client.runtime.StopContainer({ container_id: graceful, timeout: 10 });
+      const gracefulStatus = await waitExited(daemon, graceful);
+      assert.equal(gracefulStatus.exit_code, 0);
+      assert.equal(gracefulStatus.reason, 'Completed');
+
+      const stubborn = await startContainer(daemon, pod, containerConfig('stubborn', images.busybox, ['sleep', '1000']));
+      let started = Date.now();
+      await daemon.client.runtime.StopContainer({ container_id: stubborn, timeout: 1 });
+      const waited = Date.now() - started;
+      assert.ok(waited >= 900, `stop with timeout 1 took only ${waited} ms`);
+      assert.ok(waited < 5000, `stop with timeout 1 took ${waited} ms`);
+      const stubbornStatus = await waitExited(daemon, stubborn);
+      assert.equal(stubbornStatus.exit_code, 137);
+      assert.equal(stubbornStatus.reason, 'Error');
+
+      const killed = await startContainer(daemon, pod, containerConfig('killed', images.busybox, ['sleep', '1000']));
+      started = Date.now();
+      await daemon.client.runtime.StopContainer({ container_id: killed, timeout: 0 });
+      assert.ok(Date.now() - started < 900, 'timeout 0 did not kill at once');
+      assert.equal((await waitExited(daemon, killed)).exit_code, 137);
+
+      await daemon.client.runtime.StopContainer({ container_id: killed, timeout: 10 });
+      assert.ok(Number(stubbornStatus.finished_at) >= Number(stubbornStatus.started_at));
+    });
+
+    test('exit reasons Completed, Error and OOMKilled', async () => {
+      const pod = await runPod(daemon, handler, 'reasons');
+      const completed = await startContainer(daemon, pod, containerConfig('completed', images.busybox, ['true']));
+      const failed = await startContainer(daemon, pod, containerConfig('failed', images.busybox, ['sh', '-c', 'exit 3']));
+      const oom = await startContainer(
+        daemon,
+        pod,
+        containerConfig('oom', images.busybox, ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=256M', 'count=1'], {
+          linux: { resources: { memory_limit_in_bytes: 16 * 1024 * 1024 } },
+        }),
+      );
+
+      const completedStatus = await waitExited(daemon, completed);
+      assert.equal(completedStatus.reason, 'Completed');
+      assert.equal(completedStatus.exit_code, 0);
+      const failedStatus = await waitExited(daemon, failed);
+      assert.equal(failedStatus.reason, 'Error');
+      assert.equal(failedStatus.exit_code, 3);
+      const oomStatus = await waitExited(daemon, oom);
+      assert.equal(oomStatus.reason, 'OOMKilled');
+      assert.equal(oomStatus.exit_code, 137);
+      assert.equal(oomStatus.image?.image, images.busybox);
+      assert.match(oomStatus.image_ref ?? '', /@sha256:[0-9a-f]{64}$/);
+    });
+
+    test('list filters and remove', async () => {
+      const pod = await runPod(daemon, handler, 'lists');
+      const other = await runPod(daemon, handler, 'lists-other');
+      const running = await startContainer(daemon, pod, containerConfig('running', images.busybox, ['sleep', '1000'], { labels: { role: 'web' } }));
+      const exited = await startContainer(daemon, pod, containerConfig('exited', images.busybox, ['true'], { labels: { role: 'job' } }));
+      const elsewhere = await startContainer(daemon, other, containerConfig('elsewhere', images.busybox, ['sleep', '1000'], { labels: { role: 'web' } }));
+      await waitExited(daemon, exited);
+
+      const ids = async (filter: object): Promise<string[]> =>
+        ((await daemon.client.runtime.ListContainers({ filter })).containers ?? []).map((container) => container.id!).sort();
+
+      assert.deepEqual(await ids({ pod_sandbox_id: pod.id }), [running, exited].sort());
+      assert.deepEqual(await ids({ id: running.slice(0, 10) }), [running]);
+      assert.deepEqual(await ids({ pod_sandbox_id: pod.id, state: { state: 'CONTAINER_RUNNING' } }), [running]);
+      assert.deepEqual(await ids({ pod_sandbox_id: pod.id, state: { state: 'CONTAINER_EXITED' } }), [exited]);
+      assert.deepEqual(await ids({ label_selector: { role: 'web', container: 'elsewhere' } }), [elsewhere]);
+      assert.deepEqual(await ids({ label_selector: { role: 'web' } }), [running, elsewhere].sort());
+
+      await daemon.client.runtime.RemoveContainer({ container_id: running });
+      await daemon.client.runtime.RemoveContainer({ container_id: running });
+      assert.deepEqual(await ids({ pod_sandbox_id: pod.id }), [exited]);
+      const gone = await expectGrpcError(daemon.client.runtime.ContainerStatus({ container_id: running }));
+      assert.equal(gone.code, grpc.status.NOT_FOUND);
+      assert.ok(!(await entries(path.join(daemon.dir, 'run/containers'))).includes(running));
+    });
+
+    test('stats move with CPU and memory use', async () => {
+      const pod = await runPod(daemon, handler, 'stats');
+      const burner = await startContainer(daemon, pod, containerConfig('burner', images.busybox, ['sh', '-c', 'while true; do :; done']));
+      const holder = await startContainer(
+        daemon,
+        pod,
+        containerConfig('holder', images.busybox, ['sh', '-c', 'head -c 48000000 /dev/zero | tr "\\0" a > /dev/shm/fill; sleep 1000']),
+      );
+
+      const first = await daemon.client.runtime.ContainerStats({ container_id: burner });
+      await sleep(1200);
+      const second = await daemon.client.runtime.ContainerStats({ container_id: burner });
+      const cpuBefore = BigInt(first.stats?.cpu?.usage_core_nano_seconds?.value ?? '0');
+      const cpuAfter = BigInt(second.stats?.cpu?.usage_core_nano_seconds?.value ?? '0');
+      assert.ok(cpuAfter - cpuBefore > 500_000_000n, `CPU moved by ${cpuAfter - cpuBefore} ns only`);
+      assert.ok(BigInt(second.stats?.cpu?.usage_nano_cores?.value ?? '0') > 500_000_000n);
+      assert.ok(second.stats?.writable_layer?.used_bytes !== undefined);
+
+      const memory = await daemon.client.runtime.ContainerStats({ container_id: holder });
+      assert.ok(BigInt(memory.stats?.memory?.working_set_bytes?.value ?? '0') > 40_000_000n, `working set ${memory.stats?.memory?.working_set_bytes?.value}`);
+
+      const listed = await daemon.client.runtime.ListContainerStats({ filter: { pod_sandbox_id: pod.id } });
+      assert.deepEqual(listed.stats?.map((entry) => entry.attributes?.id).sort(), [burner, holder].sort());
+
+      const podStats = await daemon.client.runtime.PodSandboxStats({ pod_sandbox_id: pod.id });
+      assert.ok(BigInt(podStats.stats?.linux?.memory?.working_set_bytes?.value ?? '0') > 40_000_000n);
+      assert.ok(BigInt(podStats.stats?.linux?.process?.process_count?.value ?? '0') >= 2n);
+      assert.equal(podStats.stats?.linux?.containers?.length, 2);
+
+      const listedPods = await daemon.client.runtime.ListPodSandboxStats({ filter: { id: pod.id } });
+      assert.deepEqual(listedPods.stats?.map((entry) => entry.attributes?.id), [pod.id]);
+      await daemon.client.runtime.StopContainer({ container_id: burner, timeout: 0 });
+    });
+
+    test('update resources and reopen log', async () => {
+      const pod = await runPod(daemon, handler, 'update');
+      const id = await startContainer(daemon, pod, containerConfig('main', images.busybox, ['sh', '-c', 'while true; do echo tick; sleep 0.2; done']));
+
+      await daemon.client.runtime.UpdateContainerResources({ container_id: id, linux: { memory_limit_in_bytes: 96 * 1024 * 1024, cpu_shares: 256 } });
+      const layout = await detectCgroupLayout();
+      const verbose = await daemon.client.runtime.ContainerStatus({ container_id: id, verbose: true });
+      const cgroupsPath = (JSON.parse(verbose.info?.info ?? '{}') as { cgroupsPath: string }).cgroupsPath;
+      const limitFile = layout.v1Mounts.has('memory')
+        ? path.join(layout.v1Mounts.get('memory')!, cgroupsPath, 'memory.limit_in_bytes')
+        : path.join(layout.unifiedMount!, cgroupsPath, 'memory.max');
+      assert.equal((await readFile(limitFile, 'utf8')).trim(), String(96 * 1024 * 1024));
+      assert.equal(verbose.status?.resources?.linux?.memory_limit_in_bytes, String(96 * 1024 * 1024));
+
+      const logPath = verbose.status?.log_path ?? '';
+      await rename(logPath, `${logPath}.1`);
+      await daemon.client.runtime.ReopenContainerLog({ container_id: id });
+      await sleep(600);
+      assert.match(await readFile(logPath, 'utf8'), /stdout F tick/);
+    });
+
+    test('security context reaches the process', async () => {
+      const pod = await runPod(daemon, handler, 'security');
+      const fromImage = await startContainer(daemon, pod, containerConfig('image-user', images.user1000, ['sleep', '1000']));
+      assert.equal((await exec(daemon, fromImage, ['id', '-u'])).stdout, '1000\n');
+      assert.match((await exec(daemon, fromImage, ['id', '-G'])).stdout, /\b3000\b/);
+
+      const byName = await startContainer(
+        daemon,
+        pod,
+        containerConfig('by-name', images.busybox, ['sleep', '1000'], { linux: { security_context: { run_as_username: 'user' } } }),
+      );
+      assert.equal((await exec(daemon, byName, ['id', '-un'])).stdout, 'user\n');
+
+      const dropped = await startContainer(
+        daemon,
+        pod,
+        containerConfig('dropped', images.busybox, ['sleep', '1000'], { linux: { security_context: { capabilities: { drop_capabilities: ['CHOWN'] } } } }),
+      );
+      const capabilities = (await exec(daemon, dropped, ['grep', 'CapEff', '/proc/self/status'])).stdout;
+      const effective = BigInt(`0x${capabilities.trim().split(/\s+/)[1]}`);
+      assert.equal(effective & 1n, 0n, `CAP_CHOWN still effective: ${capabilities}`);
+      assert.notEqual(effective & (1n << 5n), 0n, 'CAP_KILL should stay');
+      assert.notEqual((await exec(daemon, dropped, ['chown', '1000', '/tmp'])).exitCode, 0);
+
+      const readonly = await startContainer(
+        daemon,
+        pod,
+        containerConfig('readonly', images.busybox, ['sleep', '1000'], { linux: { security_context: { readonly_rootfs: true } } }),
+      );
+      const write = await exec(daemon, readonly, ['touch', '/newfile']);
+      assert.notEqual(write.exitCode, 0);
+      assert.match(write.stderr, /Read-only file system/);
+
+      const withAdmin = { capabilities: { add_capabilities: ['SYS_ADMIN'] } };
+      const confined = await startContainer(
+        daemon,
+        pod,
+        containerConfig('confined', images.busybox, ['sleep', '1000'], {
+          linux: { security_context: { ...withAdmin, seccomp: { profile_type: 'RuntimeDefault' } } },
+        }),
+      );
+      const blocked = await exec(daemon, confined, ['mount', '-t', 'tmpfs', 'none', '/mnt']);
+      assert.notEqual(blocked.exitCode, 0);
+      assert.match(blocked.stderr, /Operation not permitted|permission denied/i);
+      assert.match((await exec(daemon, confined, ['grep', 'Seccomp:', '/proc/self/status'])).stdout, /Seccomp:\s+2/);
+
+      const unconfined = await startContainer(
+        daemon,
+        pod,
+        containerConfig('unconfined', images.busybox, ['sleep', '1000'], {
+          linux: { security_context: { ...withAdmin, seccomp: { profile_type: 'Unconfined' } } },
+        }),
+      );
+      assert.equal((await exec(daemon, unconfined, ['mount', '-t', 'tmpfs', 'none', '/mnt'])).exitCode, 0);
+    });
+
+    test('pod PID sharing through the infra container', async () => {
+      const shared = { security_context: { namespace_options: { pid: 'POD' as const } } };
+      const pod = await runPod(daemon, handler, 'pidshare', { linux: shared });
+      const first = await startContainer(daemon, pod, containerConfig('first', images.busybox, ['sleep', '1001'], { linux: shared }));
+      const second = await startContainer(daemon, pod, containerConfig('second', images.busybox, ['sleep', '1002'], { linux: shared }));
+
+      const processes = (await exec(daemon, second, ['ps', '-o', 'args'])).stdout;
+      assert.match(processes, /sleep 1001/);
+      assert.match(processes, /sleep 2147483647/);
+      const listed = await daemon.client.runtime.ListContainers({ filter: { pod_sandbox_id: pod.id } });
+      assert.deepEqual(listed.containers?.map((container) => container.id).sort(), [first, second].sort());
+
+      await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: pod.id });
+      assert.deepEqual(((await daemon.client.runtime.ListContainers({ filter: { pod_sandbox_id: pod.id } })).containers ?? []), []);
+    });
+
+    test('bad container input leaves nothing', async () => {
+      const pod = await runPod(daemon, handler, 'badinput');
+      const before = {
+        records: await entries(path.join(daemon.dir, 'root/containers')),
+        bundles: await entries(path.join(daemon.dir, 'run/containers')),
+        mounts: await mountsUnder(daemon.dir),
+      };
+
+      const cases: { label: string; config: ReturnType<typeof containerConfig>; code: grpc.status; message: RegExp }[] = [
+        { label: 'missing image', config: containerConfig('a', `${images.registry.host}/runtime/none:latest`, ['true']), code: grpc.status.NOT_FOUND, message: /not found in the image store; pull it first/ },
+        { label: 'relative working dir', config: containerConfig('b', images.busybox, ['true'], { working_dir: 'relative' }), code: grpc.status.INVALID_ARGUMENT, message: /config\.working_dir: "relative"/ },
+        { label: 'unknown capability', config: containerConfig('c', images.busybox, ['true'], { linux: { security_context: { capabilities: { add_capabilities: ['FLY'] } } } }), code: grpc.status.INVALID_ARGUMENT, message: /unknown capability "FLY"/ },
+        { label: 'log path escape', config: containerConfig('d', images.busybox, ['true'], { log_path: '../../escape.log' }), code: grpc.status.INVALID_ARGUMENT, message: /leads outside the pod's log directory/ },
+        { label: 'missing host path', config: containerConfig('e', images.busybox, ['true'], { mounts: [{ container_path: '/data', host_path: '/nonexistent/berth' }] }), code: grpc.status.INVALID_ARGUMENT, message: /config\.mounts\[0\]\.host_path: "\/nonexistent\/berth" does not exist/ },
+        { label: 'unknown user', config: containerConfig('f', images.busybox, ['true'], { linux: { security_context: { run_as_username: 'ghost' } } }), code: grpc.status.INVALID_ARGUMENT, message: /run_as_username: user "ghost"/ },
+        { label: 'bad env name', config: containerConfig('g', images.busybox, ['true'], { envs: [{ key: 'A=B', value: '1' }] }), code: grpc.status.INVALID_ARGUMENT, message: /config\.envs\[0\]/ },
+        { label: 'not a device', config: containerConfig('h', images.busybox, ['true'], { devices: [{ host_path: '/etc/hostname', container_path: '/dev/x', permissions: 'rw' }] }), code: grpc.status.INVALID_ARGUMENT, message: /not a character or block device/ },
+        { label: 'bad seccomp file', config: containerConfig('i', images.busybox, ['true'], { linux: { security_context: { seccomp: { profile_type: 'Localhost', localhost_ref: '/nonexistent.json' } } } }), code: grpc.status.INVALID_ARGUMENT, message: /cannot read seccomp profile/ },
+        { label: 'oom score out of range', config: containerConfig('j', images.busybox, ['true'], { linux: { resources: { oom_score_adj: 5000 } } }), code: grpc.status.INVALID_ARGUMENT, message: /oom_score_adj: 5000 is out of range/ },
+      ];
+      for (const entry of cases) {
+        const err = await expectGrpcError(daemon.client.runtime.CreateContainer({ pod_sandbox_id: pod.id, config: entry.config, sandbox_config: pod.config }));
+        assert.equal(err.code, entry.code, `${entry.label}: ${err.details}`);
+        assert.match(err.details, entry.message, entry.label);
+      }
+
+      const unknownPod = await expectGrpcError(daemon.client.runtime.CreateContainer({ pod_sandbox_id: 'f'.repeat(64), config: containerConfig('k', images.busybox, ['true']) }));
+      assert.equal(unknownPod.code, grpc.status.NOT_FOUND);
+
+      assert.deepEqual(await entries(path.join(daemon.dir, 'root/containers')), before.records);
+      assert.deepEqual(await entries(path.join(daemon.dir, 'run/containers')), before.bundles);
+      assert.deepEqual(await mountsUnder(daemon.dir), before.mounts);
+    });
+
+    test('negative oom_score_adj is clamped', async () => {
+      const pod = await runPod(daemon, handler, 'oomscore');
+      const id = await startContainer(daemon, pod, containerConfig('main', images.busybox, ['sleep', '1000'], { linux: { resources: { oom_score_adj: -998 } } }));
+      const own = (await readFile('/proc/self/oom_score_adj', 'utf8')).trim();
+      assert.equal((await exec(daemon, id, ['cat', '/proc/self/oom_score_adj'])).stdout.trim(), own);
+      assert.ok(daemon.logRecords().some((line) => String(line.msg).includes('oom_score_adj below the daemon')));
+    });
+  });
+}
+
