@@ -2,7 +2,7 @@ import type { ErrorKind } from '../errors.js';
 import type { Compression } from './manifest.js';
 import type { BlobAttempt, BlobRequest } from './registry-http.js';
 
-/** Messages between the daemon and its image worker threads. */
+/** Messages between the daemon and its image worker processes. */
 
 /** A layer blob to download and unpack. */
 export interface LayerJob {
@@ -30,7 +30,9 @@ export class ExtractionError extends Error {}
 export type WorkerRequest =
   /** One GET of the blob; the first one for a `targetDir` starts its download. */
   | { id: number; type: 'layer-fetch'; job: LayerJob; request: BlobRequest }
-  /** Checks the unpacked layer against the layers below, then flushes the filesystem holding `syncDir`. */
+  /** Flushes the filesystem holding `dir` to disk. */
+  | { id: number; type: 'sync'; dir: string }
+  /** Checks the unpacked layer against the layers below, and flushes again what that changed. */
   | { id: number; type: 'layer-finish'; targetDir: string; lowerDirs: string[]; syncDir: string }
   /** Stops a download and forgets it; the daemon deletes its directory. */
   | { id: number; type: 'layer-abort'; targetDir: string }

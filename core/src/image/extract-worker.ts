@@ -1,18 +1,25 @@
 /**
- * Image worker thread: downloads and unpacks layers and runs mount calls, so that the daemon's
- * event loop never waits on them. Several layer downloads share one worker; each waits on the
- * network most of the time.
+ * Image worker process: downloads and unpacks layers and runs mount calls, so that the daemon's
+ * event loop never waits on them. Several layer downloads share one worker, because each waits
+ * on the network most of the time. The daemon starts it with fork() and talks to it over the IPC
+ * channel.
  */
 import { constants as fsConstants } from 'node:fs';
 import { open } from 'node:fs/promises';
-import { parentPort } from 'node:worker_threads';
+import os from 'node:os';
 import { BerthError } from '../errors.js';
 import { ExtractionError, type WorkerRequest, type WorkerResponse } from './extract-protocol.js';
 import { LayerDownload } from './layer-download.js';
 import { keepPaxValuesBinary } from './layer-extractor.js';
-import { mount, syncfs, umount2 } from './libc.js';
+import { mount, setParentDeathSignal, syncfs, umount2 } from './libc.js';
 import { AgentCache } from './registry-http.js';
 import { UnsafeEntryError } from './tar-paths.js';
+
+// A worker outlives a daemon killed with SIGKILL unless the kernel ends it too; the parent check
+// covers a daemon that died before the prctl call.
+setParentDeathSignal(os.constants.signals.SIGKILL);
+if (process.ppid !== Number(process.env.BERTH_DAEMON_PID)) process.exit(1);
+process.on('disconnect', () => process.exit(0));
 
 keepPaxValuesBinary();
 
@@ -29,8 +36,8 @@ function agentsFor(certsDir: string): AgentCache {
   return agents;
 }
 
-parentPort?.on('message', (request: WorkerRequest) => {
-  void handle(request).then((response) => parentPort?.postMessage(response));
+process.on('message', (request: WorkerRequest) => {
+  void handle(request).then((response) => process.send?.(response));
 });
 
 async function handle(request: WorkerRequest): Promise<WorkerResponse> {
@@ -48,11 +55,14 @@ async function handle(request: WorkerRequest): Promise<WorkerResponse> {
       case 'layer-finish': {
         const download = downloads.get(request.targetDir);
         if (!download) throw new Error(`no layer download for ${request.targetDir} in this worker`);
-        download.applyLowerLayers(request.lowerDirs);
-        await syncFilesystem(request.syncDir);
+        const changed = download.applyLowerLayers(request.lowerDirs);
+        if (changed > 0) await syncFilesystem(request.syncDir);
         downloads.delete(request.targetDir);
         return { id: request.id, ok: true };
       }
+      case 'sync':
+        await syncFilesystem(request.dir);
+        return { id: request.id, ok: true };
       case 'layer-abort':
         downloads.get(request.targetDir)?.destroy();
         downloads.delete(request.targetDir);

@@ -1,5 +1,5 @@
 /**
- * One layer download in an image worker thread: the blob streams from the registry through the
+ * One layer download in an image worker process: the blob streams from the registry through the
  * sha256 of the compressed bytes, the decompressor, the sha256 of the tar (the diff ID) and the
  * tar extraction at once, so that the layer is unpacked when its last byte arrives. The blob is
  * never written to disk.
@@ -149,9 +149,9 @@ export class LayerDownload {
     return { attempt: { outcome: 'complete' }, result: await this.complete(request.label) };
   }
 
-  /** Applies what depends on the layers below and returns nothing; see LayerExtractor.applyLowerLayers. */
-  applyLowerLayers(lowerDirs: string[]): void {
-    this.extractor.applyLowerLayers(lowerDirs);
+  /** Applies what depends on the layers below; see LayerExtractor.applyLowerLayers. */
+  applyLowerLayers(lowerDirs: string[]): number {
+    return this.extractor.applyLowerLayers(lowerDirs);
   }
 
   /** Stops the unpacking; the caller deletes the target directory. */

@@ -1,6 +1,6 @@
 /**
- * Unpacks the entries of one layer tar into an empty directory. It runs in an image worker thread
- * and uses synchronous fs calls freely, because it blocks only that thread.
+ * Unpacks the entries of one layer tar into an empty directory. It runs in an image worker process
+ * and uses synchronous fs calls freely, because it blocks only that worker.
  */
 import {
   chmodSync,
@@ -227,13 +227,14 @@ export class LayerExtractor {
   /**
    * Checks the implicitly created directories against the extracted layers below (topmost
    * first), in the order they were created, and gives each the metadata its lower directory has.
-   * Throws UnsafeEntryError naming the first entry whose directory is a symbolic link below.
-   * Call after `finishEntries`; it changes only the inodes of those directories, so the mtimes
-   * set there stay.
+   * Returns how many directories it changed. Throws UnsafeEntryError naming the first entry whose
+   * directory is a symbolic link below. Call after `finishEntries`; it changes only the inodes of
+   * those directories, so the mtimes set there stay.
    */
-  applyLowerLayers(lowerDirs: string[]): void {
+  applyLowerLayers(lowerDirs: string[]): number {
     this.lowerDirs = lowerDirs;
     this.lowerCache.clear();
+    let changed = 0;
     for (const [relative, implicit] of this.implicitDirectories) {
       const lower = this.lowerLookup(relative);
       if (lower.type === 'symlink') {
@@ -248,7 +249,9 @@ export class LayerExtractor {
       lchownSync(host, lower.stats.uid, lower.stats.gid);
       chmodSync(host, lower.stats.mode & 0o7777);
       if (implicit.reason === 'parent') lutimesSync(host, lower.stats.mtime, lower.stats.mtime);
+      changed++;
     }
+    return changed;
   }
 
   /**

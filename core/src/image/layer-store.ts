@@ -195,9 +195,6 @@ export class LayerStore {
         throw new InvalidArgumentError(`${where}: the uncompressed content has digest ${result.diffId}, but the config's rootfs.diff_ids gives ${diffId}`);
       }
 
-      // The layers below must be in place before the checks against them.
-      if (parentJob) await parentJob;
-
       const record: LayerRecord = {
         chainId,
         diffId,
@@ -208,6 +205,13 @@ export class LayerStore {
       };
       if (lowerChainIds[0] !== undefined) record.parent = lowerChainIds[0];
       await writeFile(path.join(work, 'layer.json'), JSON.stringify(record));
+
+      // The flush runs while the layers below may still be arriving, so the flushes of a pull
+      // overlap instead of queueing behind the publishing order.
+      await download.sync(work);
+
+      // The layers below must be in place before the checks against them.
+      if (parentJob) await parentJob;
       await withLayerErrors(where, () => download.finish(lowerChainIds.map((id) => this.diffDir(id)), work));
 
       // Publishing order: the layer directory first (atomic rename), then its link. open()
@@ -425,7 +429,7 @@ export function hex(digest: string): string {
   return digest.slice(digest.indexOf(':') + 1);
 }
 
-/** Worker threads for extraction: enough to keep both cores busy on a small node, at most 4. */
+/** Image worker processes: enough to keep both cores busy on a small node, at most 4. */
 export function defaultWorkerCount(): number {
   return Math.max(2, Math.min(os.availableParallelism(), 4));
 }

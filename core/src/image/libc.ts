@@ -2,7 +2,8 @@ import os from 'node:os';
 import koffi from 'koffi';
 
 /**
- * The libc calls Node has no API for: device nodes, extended attributes, mounts and syncfs. Each
+ * The libc calls Node has no API for: device nodes, extended attributes, mounts, syncfs and
+ * prctl. Each
  * function throws an Error whose `code` is the errno name (EPERM, ENOTSUP, ...), as Node's own
  * fs errors do. Usable from worker threads.
  */
@@ -13,6 +14,9 @@ const lgetxattrCall = lib.func('long lgetxattr(const char *path, const char *nam
 const mountCall = lib.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)');
 const umount2Call = lib.func('int umount2(const char *target, int flags)');
 const syncfsCall = lib.func('int syncfs(int fd)');
+const prctlCall = lib.func('int prctl(int option, ...)');
+
+const PR_SET_PDEATHSIG = 1;
 
 export const S_IFIFO = 0o010000;
 export const S_IFCHR = 0o020000;
@@ -95,4 +99,9 @@ export function syncfs(fd: number, target: string): Promise<void> {
       }
     });
   });
+}
+
+/** prctl(PR_SET_PDEATHSIG): the kernel sends `signal` to this process when its parent exits. */
+export function setParentDeathSignal(signal: number): void {
+  if (prctlCall(PR_SET_PDEATHSIG, 'unsigned long', signal) !== 0) fail('prctl PR_SET_PDEATHSIG', String(signal));
 }

@@ -1,6 +1,6 @@
 /**
- * HTTP pieces shared by the registry client on the daemon's main thread and the layer downloads in
- * the image worker threads: connection pools, redirects and response helpers.
+ * HTTP pieces shared by the registry client in the daemon and the layer downloads in the image
+ * worker processes: connection pools, redirects and response helpers.
  */
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -14,7 +14,7 @@ const MAX_REDIRECTS = 5;
 /** A failure worth retrying: a connection error or a 5xx response. */
 export class TransientError extends Error {}
 
-/** One GET of a layer blob, prepared by the daemon and sent by an image worker thread. */
+/** One GET of a layer blob, prepared by the daemon and sent by an image worker process. */
 export interface BlobRequest {
   url: string;
   /** Authorization header value, sent only to the origin of `url`. */

@@ -1,4 +1,6 @@
-import { Worker } from 'node:worker_threads';
+import { fork, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
 import type { Logger } from '../log.js';
 import { BerthError, InternalError, InvalidArgumentError, UnavailableError } from '../errors.js';
 import { ExtractionError, type ExtractResult, type LayerJob, type WorkerRequest, type WorkerResponse } from './extract-protocol.js';
@@ -14,16 +16,26 @@ interface PendingRequest {
 }
 
 interface PoolWorker {
-  worker: Worker;
+  process: ChildProcess;
   pending: Map<number, PendingRequest>;
-  /** Layer downloads bound to this worker and not yet finished or aborted. */
+  /** Layer downloads on this worker whose blob is still arriving. */
   downloads: number;
   exited: boolean;
 }
 
-const WORKER_URL = new URL('./extract-worker.js', import.meta.url);
+const WORKER_PATH = fileURLToPath(new URL('./extract-worker.js', import.meta.url));
 
-/** A layer download that lives in one worker thread from its first GET to its finish or abort. */
+/**
+ * V8 flags of the worker processes. Every 64 MiB or so of new Buffer memory makes V8 start a full
+ * collection, and a pull allocates hundreds of MiB of socket and inflate buffers. With concurrent
+ * marking, V8's 4 background threads then competed with the downloads for the cores: on a 2-core
+ * VM a 100 MiB pull spent 200 ms of CPU there and took about 100 ms longer than with
+ * single-threaded GC (bench/pull.mjs, Node 20.20). The flag is process-wide, which is why the
+ * workers are processes and not threads.
+ */
+const WORKER_EXEC_ARGV = ['--single-threaded-gc'];
+
+/** A layer download that lives in one worker process from its first GET to its finish or abort. */
 export interface LayerDownloadHandle {
   /**
    * Sends one GET of the blob and unpacks what arrives, continuing where the last attempt
@@ -32,16 +44,22 @@ export interface LayerDownloadHandle {
    * that would leave the layer and ExtractionError when unpacking fails.
    */
   fetch(request: BlobRequest): Promise<{ attempt: BlobAttempt; result?: ExtractResult }>;
-  /** Checks the layer against the extracted `lowerDirs` (topmost first), then flushes the filesystem holding `syncDir`. */
+  /** Flushes the filesystem holding `dir` to disk (syncfs). */
+  sync(dir: string): Promise<void>;
+  /**
+   * Checks the layer against the extracted `lowerDirs` (topmost first) and gives implicit
+   * directories their metadata, then flushes the filesystem holding `syncDir` if that changed any.
+   */
   finish(lowerDirs: string[], syncDir: string): Promise<void>;
   /** Stops the download in the worker; the caller deletes the target directory. Never rejects. */
   abort(): Promise<void>;
 }
 
 /**
- * A fixed set of worker threads that download and unpack layers and run mount calls. Each worker
- * serves many requests at once; a layer download stays on the worker it started on, and new ones
- * go to the worker with the fewest. A worker that dies fails its requests and is replaced.
+ * A fixed set of worker processes that download and unpack layers and run mount calls. Each
+ * worker serves many requests at once. A layer download stays on the worker it started on, and
+ * new ones go to the worker with the fewest. A worker that dies fails its requests and is
+ * replaced.
  */
 export class WorkerPool {
   private readonly workers: PoolWorker[] = [];
@@ -55,21 +73,25 @@ export class WorkerPool {
     for (let index = 0; index < size; index++) this.workers.push(this.spawn());
   }
 
-  /** Binds a new layer download to the least busy worker. */
+  /** Binds a new layer download to the worker with the fewest blobs arriving. */
   startLayer(job: LayerJob): LayerDownloadHandle {
     const entry = this.workers.reduce((best, candidate) => (candidate.downloads < best.downloads ? candidate : best));
     entry.downloads++;
-    let open = true;
+    let arriving = true;
     const release = (): void => {
-      if (open) entry.downloads--;
-      open = false;
+      if (arriving) entry.downloads--;
+      arriving = false;
     };
 
     return {
       fetch: async (request) => {
         const response = await this.run(entry, { type: 'layer-fetch', job, request });
-        if (!response.attempt) throw new InternalError('image worker thread returned no download outcome');
+        if (!response.attempt) throw new InternalError('image worker process returned no download outcome');
+        if (response.attempt.outcome === 'complete') release();
         return response.result ? { attempt: response.attempt, result: response.result } : { attempt: response.attempt };
+      },
+      sync: async (dir) => {
+        await this.run(entry, { type: 'sync', dir });
       },
       finish: async (lowerDirs, syncDir) => {
         try {
@@ -97,7 +119,16 @@ export class WorkerPool {
 
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.allSettled(this.workers.map((entry) => entry.worker.terminate()));
+    await Promise.allSettled(
+      this.workers.map(async (entry) => {
+        if (entry.exited) return;
+        const exited = once(entry.process, 'exit');
+        // Referenced again so the event loop waits for the exit even when nothing else is left.
+        entry.process.ref();
+        entry.process.kill('SIGTERM');
+        await exited;
+      }),
+    );
   }
 
   private leastBusy(): PoolWorker {
@@ -106,18 +137,28 @@ export class WorkerPool {
 
   private run(entry: PoolWorker, body: RequestBody): Promise<ResponseBody> {
     if (this.closed) return Promise.reject(new Error('the image store is shutting down'));
-    if (entry.exited) return Promise.reject(new Error('the image worker thread of this request exited'));
+    if (entry.exited) return Promise.reject(new Error('the image worker process of this request exited'));
     return new Promise((resolve, reject) => {
       const id = this.nextId++;
       entry.pending.set(id, { resolve, reject });
-      entry.worker.postMessage({ ...body, id } as WorkerRequest);
+      entry.process.send({ ...body, id } as WorkerRequest, (err) => {
+        if (!err || !entry.pending.delete(id)) return;
+        reject(err);
+      });
     });
   }
 
   private spawn(): PoolWorker {
-    const entry: PoolWorker = { worker: new Worker(WORKER_URL), pending: new Map(), downloads: 0, exited: false };
+    const child = fork(WORKER_PATH, [], {
+      execArgv: WORKER_EXEC_ARGV,
+      env: { ...process.env, BERTH_DAEMON_PID: String(process.pid) },
+      serialization: 'advanced',
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    const entry: PoolWorker = { process: child, pending: new Map(), downloads: 0, exited: false };
 
-    entry.worker.on('message', (response: WorkerResponse) => {
+    child.on('message', (message) => {
+      const response = message as WorkerResponse;
       const pending = entry.pending.get(response.id);
       if (!pending) return;
       entry.pending.delete(response.id);
@@ -125,20 +166,23 @@ export class WorkerPool {
       else pending.reject(workerError(response.error));
     });
 
-    entry.worker.on('error', (err) => {
-      this.log.error({ err }, 'image worker thread failed; starting a new one');
+    child.on('error', (err) => {
+      this.log.error({ err, pid: child.pid }, 'image worker process failed');
     });
 
-    entry.worker.on('exit', (code) => {
+    child.on('exit', (code, signal) => {
       entry.exited = true;
-      for (const pending of entry.pending.values()) pending.reject(new Error(`image worker thread exited with code ${code}`));
+      for (const pending of entry.pending.values()) pending.reject(new Error(`image worker process exited (code ${code}, signal ${signal})`));
       entry.pending.clear();
       if (this.closed) return;
+      this.log.error({ pid: child.pid, code, signal }, 'image worker process exited; starting a new one');
       const index = this.workers.indexOf(entry);
       if (index >= 0) this.workers[index] = this.spawn();
     });
 
-    entry.worker.unref();
+    // The daemon's gRPC server keeps it alive; the workers alone must not.
+    child.unref();
+    child.channel?.unref();
     return entry;
   }
 }
