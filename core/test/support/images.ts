@@ -40,6 +40,8 @@ export interface BuiltLayer {
   digest: string;
   size: number;
   diffId: string;
+  /** Size of the uncompressed tar, in bytes. */
+  tarBytes: number;
   blob: Buffer;
 }
 
@@ -137,7 +139,7 @@ export async function buildLayer(spec: LayerSpec, docker = false): Promise<Built
   const compression = spec.compression ?? 'gzip';
   const tarball = await packTar(spec.entries);
   const blob = await compress(tarball, compression);
-  return { mediaType: layerMediaType(compression, docker), digest: sha256(blob), size: blob.length, diffId: sha256(tarball), blob };
+  return { mediaType: layerMediaType(compression, docker), digest: sha256(blob), size: blob.length, diffId: sha256(tarball), tarBytes: tarball.length, blob };
 }
 
 /** Builds an image (manifest, config and layer blobs) ready to push. */
