@@ -44,6 +44,8 @@ export class LayerDownload {
   private batch?: Buffer;
   private batchLength = 0;
   private readonly spareBatches: Buffer[] = [];
+  /** The last push of the body; a new attempt waits for it, so bytes never interleave. */
+  private lastPush: Promise<void> = Promise.resolve();
   private tarBytes = 0;
 
   constructor(
@@ -87,6 +89,11 @@ export class LayerDownload {
    */
   async fetch(request: BlobRequest): Promise<{ attempt: BlobAttempt; result?: ExtractResult }> {
     const { digest } = this.job;
+
+    // pipeline() rejects as soon as a body breaks off, while a push may still wait for the
+    // decompressor to drain.
+    await this.lastPush.catch(() => undefined);
+
     const policy = {
       label: request.label,
       insecure: request.insecure,
@@ -136,7 +143,8 @@ export class LayerDownload {
           data = data.subarray(skip);
           skip = 0;
         }
-        this.push(data).then(() => callback(), callback);
+        this.lastPush = this.push(data);
+        this.lastPush.then(() => callback(), callback);
       },
     });
     try {
