@@ -20,6 +20,8 @@ import { UnsafeEntryError } from './tar-paths.js';
 setParentDeathSignal(os.constants.signals.SIGKILL);
 if (process.ppid !== Number(process.env.BERTH_DAEMON_PID)) process.exit(1);
 process.on('disconnect', () => process.exit(0));
+// A normal exit on SIGTERM, so that exit hooks such as --cpu-prof's run.
+process.on('SIGTERM', () => process.exit(0));
 
 keepPaxValuesBinary();
 

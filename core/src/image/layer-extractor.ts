@@ -6,6 +6,9 @@ import {
   chmodSync,
   closeSync,
   constants as fsConstants,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
   lchownSync,
   linkSync,
   lstatSync,
@@ -157,18 +160,27 @@ export class LayerExtractor {
 
       case 'file':
       case 'contiguous-file': {
-        this.removeExisting(target);
-        const fd = openSync(target, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
+        // O_EXCL never opens an existing entry (nor follows a symlink); an entry that repeats a
+        // path replaces the earlier one. Trying first saves an lstat per file.
+        const flags = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
+        let fd: number;
+        try {
+          fd = openSync(target, flags, 0o600);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+          this.removeExisting(target);
+          fd = openSync(target, flags, 0o600);
+        }
         try {
           for await (const chunk of stream as AsyncIterable<Buffer>) {
             writeSync(fd, chunk);
             this.usedBytes += chunk.length;
           }
+          this.inodes++;
+          this.applyMetadata(target, header, mode, true, fd);
         } finally {
           closeSync(fd);
         }
-        this.inodes++;
-        this.applyMetadata(target, header, mode, true);
         return;
       }
 
@@ -321,13 +333,17 @@ export class LayerExtractor {
     else unlinkSync(target);
   }
 
-  private applyMetadata(target: string, header: EntryHeader, mode: number, chmod: boolean): void {
+  /** Sets owner, mode, extended attributes and mtime; through `fd` when the entry is a regular file open for writing. */
+  private applyMetadata(target: string, header: EntryHeader, mode: number, chmod: boolean, fd?: number): void {
     const pax = (header.pax ?? {}) as Record<string, string>;
     const uid = pax.uid !== undefined ? Number(pax.uid) : header.uid ?? 0;
     const gid = pax.gid !== undefined ? Number(pax.gid) : header.gid ?? 0;
-    lchownSync(target, uid, gid);
-    // chown clears the set-user-ID and set-group-ID bits, so the mode is set after it.
-    if (chmod) chmodSync(target, mode);
+    if (fd === undefined) lchownSync(target, uid, gid);
+    else fchownSync(fd, uid, gid);
+    // chown clears the set-user-ID and set-group-ID bits (and file capabilities), so the mode and
+    // the extended attributes are set after it.
+    if (chmod && fd === undefined) chmodSync(target, mode);
+    else if (chmod) fchmodSync(fd!, mode);
 
     for (const [key, value] of Object.entries(pax)) {
       if (!key.startsWith(PAX_XATTR_PREFIX)) continue;
@@ -335,7 +351,9 @@ export class LayerExtractor {
     }
 
     const mtime = pax.mtime !== undefined ? new Date(Number(pax.mtime) * 1000) : header.mtime ?? new Date(0);
-    if (header.type !== 'directory') lutimesSync(target, mtime, mtime);
+    if (header.type === 'directory') return;
+    if (fd === undefined) lutimesSync(target, mtime, mtime);
+    else futimesSync(fd, mtime, mtime);
   }
 }
 
