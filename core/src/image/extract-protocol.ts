@@ -6,7 +6,7 @@ import type { BlobAttempt, BlobRequest } from './registry-http.js';
 
 /** A layer blob to download and unpack. */
 export interface LayerJob {
-  /** Empty directory that receives the layer's files; it also names the download in the worker. */
+  /** Empty directory that receives the layer's files. It also names the download in the worker. */
   targetDir: string;
   compression: Compression;
   /** Digest and size of the compressed blob, from the manifest. */
@@ -28,13 +28,13 @@ export interface ExtractResult {
 export class ExtractionError extends Error {}
 
 export type WorkerRequest =
-  /** One GET of the blob; the first one for a `targetDir` starts its download. */
+  /** One GET of the blob. The first one for a `targetDir` starts its download. */
   | { id: number; type: 'layer-fetch'; job: LayerJob; request: BlobRequest }
   /** Flushes the filesystem holding `dir` to disk. */
   | { id: number; type: 'sync'; dir: string }
   /** Checks the unpacked layer against the layers below, and flushes again what that changed. */
   | { id: number; type: 'layer-finish'; targetDir: string; lowerDirs: string[]; syncDir: string }
-  /** Stops a download and forgets it; the daemon deletes its directory. */
+  /** Stops a download and drops its state. The daemon deletes its directory. */
   | { id: number; type: 'layer-abort'; targetDir: string }
   | { id: number; type: 'mount'; source: string; target: string; fstype: string; flags: number; data: string }
   | { id: number; type: 'umount'; target: string; flags: number };

@@ -15,8 +15,8 @@ import { mount, setParentDeathSignal, syncfs, umount2 } from './libc.js';
 import { AgentCache } from './registry-http.js';
 import { UnsafeEntryError } from './tar-paths.js';
 
-// A worker outlives a daemon killed with SIGKILL unless the kernel ends it too; the parent check
-// covers a daemon that died before the prctl call.
+// A worker would outlive a daemon killed with SIGKILL, so the kernel is asked to end it too. The
+// parent check covers a daemon that died before the prctl call.
 setParentDeathSignal(os.constants.signals.SIGKILL);
 if (process.ppid !== Number(process.env.BERTH_DAEMON_PID)) process.exit(1);
 process.on('disconnect', () => process.exit(0));
@@ -94,11 +94,11 @@ async function handle(request: WorkerRequest): Promise<WorkerResponse> {
 
 /**
  * Flushes the filesystem holding `dir` with one syncfs(2). A layer is published by renaming its
- * directory, so its files must reach the disk before that rename can: otherwise a power loss
+ * directory, so its files must reach the disk before that rename does. Otherwise a power loss
  * after the rename could leave empty or partly written files in a layer that looks complete.
  * One syncfs covers every file and directory of the layer with a single journal commit, where an
  * fsync per file would force a commit for each of thousands of files. It also flushes unrelated
- * dirty data on the same filesystem; a kill -9 needs no flush at all, since the page cache
+ * dirty data on the same filesystem. A kill -9 needs no flush at all, since the page cache
  * survives it.
  */
 async function syncFilesystem(dir: string): Promise<void> {

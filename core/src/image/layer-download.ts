@@ -1,7 +1,7 @@
 /**
- * One layer download in an image worker process: the blob streams from the registry through the
+ * One layer download in an image worker process. The blob streams from the registry through the
  * sha256 of the compressed bytes, the decompressor, the sha256 of the tar (the diff ID) and the
- * tar extraction at once, so that the layer is unpacked when its last byte arrives. The blob is
+ * tar extraction at once. So the layer is unpacked when its last byte arrives, and the blob is
  * never written to disk.
  */
 import { createHash, type Hash } from 'node:crypto';
@@ -20,9 +20,9 @@ import { UnsafeEntryError } from './tar-paths.js';
 /**
  * Input and output chunk size of the decompressor. Each chunk costs a thread-pool round trip and
  * a pass through the stream machinery, so the 64 KiB socket reads are joined first. On a 2-core
- * x86-64 VM with Node 20.20, inflating 100 MiB of incompressible gzip took 210 ms of CPU fed in
- * 64 KiB pieces and 56 ms fed in 1 MiB pieces (both with 1 MiB output chunks); Node's default
- * output chunk of 16 KiB cost another 2 to 3 times as much.
+ * x86-64 VM with Node 20.20, inflating 100 MiB of incompressible gzip took 210 ms of CPU when fed
+ * in 64 KiB pieces and 56 ms in 1 MiB pieces, both with 1 MiB output chunks. Node's default output
+ * chunk of 16 KiB cost another 2 to 3 times as much.
  */
 const INFLATE_CHUNK_BYTES = 1024 * 1024;
 
@@ -31,7 +31,7 @@ export class LayerDownload {
   private readonly diffHash: Hash = createHash('sha256');
   private readonly decompressor: Transform;
   private readonly extractor: LayerExtractor;
-  /** Settles when the tar is unpacked; `failure` holds its error. */
+  /** Settles when the tar is unpacked. It never rejects: `failure` is set to the error instead. */
   private readonly unpacked: Promise<void>;
   private failure: unknown;
   /** Bytes of the blob received so far, over all attempts. */
@@ -44,7 +44,7 @@ export class LayerDownload {
   private batch?: Buffer;
   private batchLength = 0;
   private readonly spareBatches: Buffer[] = [];
-  /** The last push of the body; a new attempt waits for it, so bytes never interleave. */
+  /** The last push of the body. A new attempt waits for it, so that bytes never interleave. */
   private lastPush: Promise<void> = Promise.resolve();
   private tarBytes = 0;
 
@@ -81,8 +81,8 @@ export class LayerDownload {
 
   /**
    * Sends one GET of the blob and feeds the body to the unpacking. After an earlier attempt broke
-   * off, it asks for the rest with a Range header; a registry that answers 200 instead sends the
-   * whole blob again, and the bytes already received are skipped. Returns `complete` with the
+   * off, the request has a Range header for the rest. A registry that responds 200 instead sends
+   * the whole blob again, and the bytes already received are skipped. Returns `complete` with the
    * result once the blob is whole, its digest matches and the tar is unpacked. Throws
    * InvalidArgumentError when the blob has another digest or size, UnsafeEntryError for a tar
    * entry that would leave the layer, and ExtractionError when unpacking fails.
@@ -123,13 +123,15 @@ export class LayerDownload {
       const start = rangeStart(range);
       if (start === undefined || start > this.received) {
         discardBody(response);
-        throw new InvalidArgumentError(`${request.label}: blob ${digest}: asked for the bytes from ${this.received} on, the registry answered the range "${range ?? ''}"`);
+        throw new InvalidArgumentError(
+          `${request.label}: blob ${digest}: requested the bytes from ${this.received} on, but the registry returned the range "${range ?? ''}"`,
+        );
       }
       skip = this.received - start;
     }
 
-    // pipeline() reads the body in flowing mode, so its chunks arrive as undici delivers them;
-    // an async iterator would concatenate whatever is buffered into a new Buffer on each read.
+    // pipeline() reads the body in flowing mode, so its chunks arrive as undici delivers them. An
+    // async iterator would copy whatever is buffered into a new Buffer on each read.
     const sink = new Writable({
       highWaterMark: 0,
       write: (chunk: Buffer, _encoding, callback) => {
@@ -157,12 +159,12 @@ export class LayerDownload {
     return { attempt: { outcome: 'complete' }, result: await this.complete(request.label) };
   }
 
-  /** Applies what depends on the layers below; see LayerExtractor.applyLowerLayers. */
+  /** Applies what depends on the layers below (see LayerExtractor.applyLowerLayers) and returns the directories changed. */
   applyLowerLayers(lowerDirs: string[]): number {
     return this.extractor.applyLowerLayers(lowerDirs);
   }
 
-  /** Stops the unpacking; the caller deletes the target directory. */
+  /** Stops the unpacking. The caller deletes the target directory. */
   destroy(): void {
     this.decompressor.destroy();
   }

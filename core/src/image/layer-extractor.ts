@@ -79,7 +79,7 @@ interface Lookup {
 interface ImplicitDirectory {
   /** The first entry that needed it, for messages. */
   entry: string;
-  /** `parent`: an ancestor of an entry; `opaque`: the directory an opaque whiteout marks. */
+  /** Why it exists: as an ancestor of an entry (`parent`) or as the directory an opaque whiteout marks (`opaque`). */
   reason: 'parent' | 'opaque';
   /** A later directory entry of this layer gave it metadata of its own. */
   explicit: boolean;
@@ -87,8 +87,8 @@ interface ImplicitDirectory {
 
 /**
  * Unpacks one layer without looking at the layers below, so that layers can unpack in parallel.
- * What depends on them waits for `applyLowerLayers`: each directory created without an entry of
- * its own must not be a symbolic link below, and takes the owner, mode and mtime it has there.
+ * What depends on them waits for `applyLowerLayers`. Each directory created without an entry of
+ * its own must not be a symbolic link below, and it takes the owner, mode and mtime it has there.
  */
 export class LayerExtractor {
   private readonly directories: PendingDirectory[] = [];
@@ -160,8 +160,8 @@ export class LayerExtractor {
 
       case 'file':
       case 'contiguous-file': {
-        // O_EXCL never opens an existing entry (nor follows a symlink); an entry that repeats a
-        // path replaces the earlier one. Trying first saves an lstat per file.
+        // O_EXCL never opens an existing entry nor follows a symlink. An entry that repeats a path
+        // replaces the earlier one, and trying the open first saves an lstat per file.
         const flags = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW;
         let fd: number;
         try {
@@ -268,7 +268,7 @@ export class LayerExtractor {
 
   /**
    * Checks that no ancestor of `relative` is a symbolic link in this layer and creates missing
-   * ancestors; `applyLowerLayers` checks them against the lower layers later.
+   * ancestors. `applyLowerLayers` checks them against the lower layers later.
    */
   private prepareParents(entry: string, relative: string): void {
     for (const ancestor of ancestors(relative)) {
@@ -333,7 +333,7 @@ export class LayerExtractor {
     else unlinkSync(target);
   }
 
-  /** Sets owner, mode, extended attributes and mtime; through `fd` when the entry is a regular file open for writing. */
+  /** Sets owner, mode, extended attributes and mtime, through `fd` when the entry is a regular file open for writing. */
   private applyMetadata(target: string, header: EntryHeader, mode: number, chmod: boolean, fd?: number): void {
     const pax = (header.pax ?? {}) as Record<string, string>;
     const uid = pax.uid !== undefined ? Number(pax.uid) : header.uid ?? 0;

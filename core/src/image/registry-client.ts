@@ -212,7 +212,7 @@ export class RepositorySession {
   /**
    * Downloads the layer blob `digest` through `attempt`, which sends one GET as its request
    * describes and continues the download where the previous attempt stopped. A 401 renews the
-   * challenge once; a connection error, a body that breaks off or a 5xx is tried again, up to the
+   * challenge once. A connection error, a body that breaks off or a 5xx is tried again, up to the
    * retry limit. Throws ManifestUnknownError on 404, RegistryAuthError on 401/403,
    * UnavailableError when the retries run out and InvalidArgumentError on another status.
    */
@@ -290,7 +290,7 @@ export class RepositorySession {
     return response;
   }
 
-  /** Adopts the challenge of a 401 answer for the next requests; throws RegistryAuthError when it is unusable. */
+  /** Adopts the challenge of a 401 response for the next requests. Throws RegistryAuthError when it is unusable. */
   private acceptChallenge(header: string | undefined): void {
     const challenge = parseChallenge(header);
     if (!challenge) {

@@ -26,10 +26,10 @@ export interface BlobRequest {
   label: string;
 }
 
-/** How one GET of a layer blob ended, unless it failed for good. */
+/** The outcome of one GET of a layer blob that did not fail for good. */
 export type BlobAttempt =
   | { outcome: 'complete' }
-  /** The registry answered with an error status; `challenge` is its WWW-Authenticate header. */
+  /** The registry returned an error status. `challenge` is its WWW-Authenticate header. */
   | { outcome: 'status'; statusCode: number; detail: string; challenge?: string }
   /** No response, or the body broke off after `received` bytes of the blob in all. */
   | { outcome: 'broken'; message: string; received: number };
@@ -69,7 +69,7 @@ export class AgentCache {
   }
 }
 
-/** How a GET to a registry follows redirects and where it may send credentials. */
+/** The redirect rules of a GET to a registry and the credentials it may send. */
 export interface RedirectPolicy {
   /** `host/path` of the repository, the prefix of error messages. */
   label: string;

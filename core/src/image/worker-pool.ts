@@ -28,10 +28,10 @@ const WORKER_PATH = fileURLToPath(new URL('./extract-worker.js', import.meta.url
 /**
  * V8 flags of the worker processes. Every 64 MiB or so of new Buffer memory makes V8 start a full
  * collection, and a pull allocates hundreds of MiB of socket and inflate buffers. With concurrent
- * marking, V8's 4 background threads then competed with the downloads for the cores: on a 2-core
- * VM a 100 MiB pull spent 200 ms of CPU there and took about 100 ms longer than with
- * single-threaded GC (bench/pull.mjs, Node 20.20). The flag is process-wide, which is why the
- * workers are processes and not threads.
+ * marking, V8's 4 background threads then competed with the downloads for the cores. On a 2-core
+ * VM (bench/pull.mjs, Node 20.20) they spent 200 ms of CPU on a 100 MiB pull, which took about
+ * 100 ms longer than with single-threaded GC. The flag is process-wide, which is why the workers
+ * are processes and not threads.
  */
 const WORKER_EXEC_ARGV = ['--single-threaded-gc'];
 
@@ -51,7 +51,7 @@ export interface LayerDownloadHandle {
    * directories their metadata, then flushes the filesystem holding `syncDir` if that changed any.
    */
   finish(lowerDirs: string[], syncDir: string): Promise<void>;
-  /** Stops the download in the worker; the caller deletes the target directory. Never rejects. */
+  /** Stops the download in the worker. The caller deletes the target directory. Never rejects. */
   abort(): Promise<void>;
 }
 
@@ -180,7 +180,7 @@ export class WorkerPool {
       if (index >= 0) this.workers[index] = this.spawn();
     });
 
-    // The daemon's gRPC server keeps it alive; the workers alone must not.
+    // The daemon's gRPC server keeps the daemon alive, and the workers alone must not.
     child.unref();
     child.channel?.unref();
     return entry;
