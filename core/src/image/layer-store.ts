@@ -208,7 +208,9 @@ export class LayerStore {
 
       // The flush runs while the layers below may still be arriving, so the flushes of a pull
       // overlap instead of queueing behind the publishing order.
-      await download.sync(work);
+      await download.sync(work).catch((err: unknown) => {
+        throw new InternalError(`${where}: flushing the layer to disk failed: ${errorMessage(err)}`, { cause: err });
+      });
 
       // The layers below must be in place before the checks against them.
       if (parentJob) await parentJob;
