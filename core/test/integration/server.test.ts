@@ -119,10 +119,11 @@ describe('CRI server', () => {
     it(`exits 0 on ${signal} and removes its socket`, async () => {
       const daemon = await startDaemon();
       daemon.process.kill(signal);
+      // Waiting for the record first keeps stop() from racing a SIGTERM against this signal.
+      await daemon.waitForLog((record) => record.msg === 'shutting down' && record.signal === signal);
       const code = await daemon.stop();
       assert.equal(code, 0);
       await assert.rejects(stat(daemon.socket), { code: 'ENOENT' });
-      await daemon.waitForLog((record) => record.msg === 'shutting down' && record.signal === signal);
     });
   }
 });
