@@ -2,7 +2,8 @@
 // RemovePodSandbox through the CRI socket, sequentially and with pods in parallel, beside raw
 // `<runtime> run -d` of the same bundle, measured alternately. Also reports the daemon's RSS idle
 // and with many running pods, and the RSS of one container's conmon.
-// Usage: npm run build && node bench/lifecycle.mjs [runs=20] [parallel=20] [rss pods=50]
+// Usage: npm run build && node bench/lifecycle.mjs [runs=20] [parallel=20] [rss pods=50] [network=none|cni]
+// With network=cni, pods join a bridge network of the benchmark's own (Debian's CNI plugins).
 import { execa } from 'execa';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -11,10 +12,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { startRuntimeImages } from '../core/dist/test/support/runtime-images.js';
 import { containerConfig, runPod, startRuntimeDaemon } from '../core/dist/test/support/runtime-daemon.js';
 import { releaseLeftovers, removeAllPods, removeCgroupParent } from '../core/dist/test/support/pods.js';
+import { TestNetwork } from '../core/dist/test/support/network.js';
 
 const runs = Number(process.argv[2] ?? 20);
 const parallel = Number(process.argv[3] ?? 20);
 const rssPods = Number(process.argv[4] ?? 50);
+const networkMode = process.argv[5] ?? 'none';
+if (networkMode !== 'none' && networkMode !== 'cni') {
+  console.error(`lifecycle: network must be "none" or "cni", not ${JSON.stringify(networkMode)}`);
+  process.exit(2);
+}
 const STEPS = ['run pod', 'create', 'start', 'stop', 'remove pod'];
 
 const median = (values) => {
@@ -52,7 +59,7 @@ async function lifecycle(daemon, handler, image, name) {
   started = process.hrtime.bigint();
   await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: pod.id });
   times['remove pod'] = ms(started);
-  return { times, networkMs };
+  return { times, networkMs, podId: pod.id };
 }
 
 /**
@@ -78,7 +85,10 @@ async function rawRun(runtime, root, bundle, id) {
 }
 
 const images = await startRuntimeImages();
-const { daemon, cgroupParent } = await startRuntimeDaemon(images, { config: { log_level: 'info' } });
+const network = networkMode === 'cni' ? await TestNetwork.create() : undefined;
+if (network) await network.writeBridgeList();
+const networkConfig = network ? { network: { provider: 'cni' }, plugins: { cni: network.options() } } : {};
+const { daemon, cgroupParent } = await startRuntimeDaemon(images, { config: { log_level: 'info', ...networkConfig } });
 const scratch = await mkdtemp(path.join(os.tmpdir(), 'berth-bench-lifecycle-'));
 try {
   await daemon.client.image.PullImage({ image: { image: images.busybox } });
@@ -103,8 +113,10 @@ try {
     const berthTotals = [];
     const rawTimes = [];
     const networkTimes = [];
+    const sequentialPods = new Set();
     for (let run = 0; run < runs; run++) {
-      const { times, networkMs } = await lifecycle(daemon, handler, images.busybox, `seq-${handler}-${run}`);
+      const { times, networkMs, podId } = await lifecycle(daemon, handler, images.busybox, `seq-${handler}-${run}`);
+      sequentialPods.add(podId);
       for (const step of STEPS) sequential[step].push(times[step]);
       berthTotals.push(times['run pod'] + times.create + times.start);
       networkTimes.push(networkMs);
@@ -125,7 +137,15 @@ try {
       console.log(`  ${step.padEnd(12)} ${median(sequential[step]).toFixed(1).padStart(10)} ${median(concurrent[step]).toFixed(1).padStart(12)}`);
     }
     console.log(`  ${parallel} pods in parallel, whole lifecycle: ${wall.toFixed(0)} ms wall`);
-    console.log(`  network setup (provider: none) median ${median(networkTimes).toFixed(2)} ms`);
+    console.log(`  network setup (provider: ${networkMode}) median ${median(networkTimes).toFixed(2)} ms`);
+    if (network) {
+      // The provider's own time for the CNI ADDs of each sequential pod, from its log records.
+      const addTimes = daemon
+        .logRecords()
+        .filter((record) => record.msg === 'CNI ADD of the pod finished' && sequentialPods.has(record.sandbox_id))
+        .map((record) => record.duration_ms);
+      console.log(`  CNI ADD of the pod (provider log) median ${median(addTimes).toFixed(1)} ms over ${addTimes.length} pods`);
+    }
     const ratios = berthTotals.map((total, index) => total / rawTimes[index]);
     console.log(
       `  run pod + create + start median ${median(berthTotals).toFixed(1)} ms; raw \`${runtime} run -d\` median ${median(rawTimes).toFixed(1)} ms; median ratio ${median(ratios).toFixed(2)}`,
@@ -157,5 +177,6 @@ try {
   await releaseLeftovers(daemon.dir);
   await removeCgroupParent(cgroupParent);
   await images.stop();
+  await network?.cleanup();
   await rm(scratch, { recursive: true, force: true });
 }

@@ -15,3 +15,15 @@ if mountpoint -q /sys/fs/cgroup/unified && mountpoint -q /sys/fs/cgroup/memory &
     fi
   fi
 fi
+
+# A pod network for the quick start, installed only where no CNI config exists yet (as CRI runtime
+# packages do), so an admin's own network is never replaced. BERTH_CNI_CONF_DIR overrides the
+# directory for tests of this step.
+cni_conf_dir="${BERTH_CNI_CONF_DIR:-/etc/cni/net.d}"
+default_network="$(cd "$(dirname "$0")/.." && pwd)/plugins/cni/conf/10-berth-bridge.conflist"
+if ! compgen -G "$cni_conf_dir/*.conf" >/dev/null && ! compgen -G "$cni_conf_dir/*.conflist" >/dev/null \
+  && ! compgen -G "$cni_conf_dir/*.json" >/dev/null; then
+  mkdir -p "$cni_conf_dir"
+  install -m 0644 "$default_network" "$cni_conf_dir/"
+  echo "prepare-host: installed the default pod network $cni_conf_dir/10-berth-bridge.conflist (bridge berth0, subnet 10.87.0.0/16)"
+fi

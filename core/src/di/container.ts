@@ -118,8 +118,10 @@ async function createNetworkProvider(config: BerthConfig, plugins: PluginRegistr
   const options = provision.checkOptions(config.plugins[name] ?? {}, `plugins.${name}`);
   const factory = provision.factory as unknown as NetworkProviderFactory;
   const stateDir = `${config.runroot}/network/${name}`;
+  const dataDir = `${config.root}/network/${name}`;
   await mkdir(stateDir, { recursive: true, mode: 0o700 });
-  return factory.create(options, { stateDir, log: log.child({ network_provider: name }) });
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  return factory.create(options, { stateDir, dataDir, log: log.child({ network_provider: name }) });
 }
 
 async function createSeccompProvider(config: BerthConfig, plugins: PluginRegistry, log: Logger): Promise<SeccompProfileProvider> {

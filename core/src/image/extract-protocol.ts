@@ -1,13 +1,17 @@
+import type { ErrorKind } from '../errors.js';
 import type { Compression } from './manifest.js';
+import type { BlobAttempt, BlobRequest } from './registry-http.js';
 
-/** Messages between the daemon and its extraction workers. */
-export interface ExtractJob {
-  blobPath: string;
-  compression: Compression;
-  /** Empty directory that receives the layer's files. */
+/** Messages between the daemon and its image worker processes. */
+
+/** A layer blob to download and unpack. */
+export interface LayerJob {
+  /** Empty directory that receives the layer's files. It also names the download in the worker. */
   targetDir: string;
-  /** Extracted directories of the layers below, topmost first. */
-  lowerDirs: string[];
+  compression: Compression;
+  /** Digest and size of the compressed blob, from the manifest. */
+  digest: string;
+  size: number;
 }
 
 export interface ExtractResult {
@@ -20,11 +24,25 @@ export interface ExtractResult {
   inodes: number;
 }
 
+/** A failure of the unpacking side: decompression, tar parsing or writing files. */
+export class ExtractionError extends Error {}
+
 export type WorkerRequest =
-  | { id: number; type: 'extract'; job: ExtractJob }
+  /** One GET of the blob. The first one for a `targetDir` starts its download. */
+  | { id: number; type: 'layer-fetch'; job: LayerJob; request: BlobRequest }
+  /** Flushes the filesystem holding `dir` to disk. */
+  | { id: number; type: 'sync'; dir: string }
+  /** Checks the unpacked layer against the layers below, and flushes again what that changed. */
+  | { id: number; type: 'layer-finish'; targetDir: string; lowerDirs: string[]; syncDir: string }
+  /** Stops a download and drops its state. The daemon deletes its directory. */
+  | { id: number; type: 'layer-abort'; targetDir: string }
   | { id: number; type: 'mount'; source: string; target: string; fstype: string; flags: number; data: string }
   | { id: number; type: 'umount'; target: string; flags: number };
 
 export type WorkerResponse =
-  | { id: number; ok: true; result?: ExtractResult }
-  | { id: number; ok: false; error: { message: string; code?: string; unsafeEntry?: string } };
+  | { id: number; ok: true; attempt?: BlobAttempt; result?: ExtractResult }
+  | {
+      id: number;
+      ok: false;
+      error: { message: string; code?: string; kind?: ErrorKind; unsafeEntry?: string; extraction?: boolean };
+    };

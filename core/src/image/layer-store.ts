@@ -3,12 +3,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { lstat, mkdir, readdir, readFile, readlink, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import type { Logger } from '../log.js';
-import { errorMessage, InternalError, InvalidArgumentError, isErrno } from '../errors.js';
+import { BerthError, errorMessage, InternalError, InvalidArgumentError, isErrno } from '../errors.js';
+import { ExtractionError, type ExtractResult } from './extract-protocol.js';
 import { layerCompression, type Descriptor } from './manifest.js';
 import type { ResolvedImage } from './puller.js';
 import { formatReference, isImageId, parseReference, repositoryName, type ImageReference } from './reference.js';
 import { UnsafeEntryError } from './tar-paths.js';
-import type { WorkerPool } from './worker-pool.js';
+import type { LayerDownloadHandle, WorkerPool } from './worker-pool.js';
 import type { ImageConfig } from './store.js';
 import { AsyncMutex, Semaphore } from './sync.js';
 
@@ -120,9 +121,10 @@ export class LayerStore {
   }
 
   /**
-   * Makes every layer of a resolved image present: downloads run in parallel (bounded by the
-   * download semaphore), extraction runs in layer order because each layer is checked against
-   * the ones below. A layer that another pull is already fetching is awaited, not fetched again.
+   * Makes every layer of a resolved image present. Layers download and unpack in parallel
+   * (bounded by the download semaphore) and are published in layer order, because each is checked
+   * against the ones below first. A layer that another pull is already fetching is awaited, not
+   * fetched again.
    */
   async ensureLayers(resolved: ResolvedImage, chainIds: string[], log: Logger, signal?: AbortSignal): Promise<LayerRecord[]> {
     const diffIds = resolved.config.rootfs.diff_ids;
@@ -171,35 +173,27 @@ export class LayerStore {
     log: Logger,
     signal?: AbortSignal,
   ): Promise<LayerRecord> {
-    const name = formatReference(resolved.reference);
-    const compression = layerCompression(descriptor.mediaType, `image "${name}" layer ${descriptor.digest}`);
-    const work = await this.tempDir('layer');
+    const where = `image "${formatReference(resolved.reference)}" layer ${descriptor.digest}`;
+    const compression = layerCompression(descriptor.mediaType, where);
+    const started = Date.now();
+    const state: { work?: string; download?: LayerDownloadHandle } = {};
     try {
-      const blob = path.join(work, 'blob');
-      const started = Date.now();
-      await this.downloads.run(() => resolved.session.downloadBlob(descriptor.digest, descriptor.size, blob, signal));
-      log.debug({ blob: descriptor.digest, bytes: descriptor.size, duration_ms: Date.now() - started }, 'layer blob downloaded');
-
-      // The layers below must be in place first: extraction checks paths against them.
-      if (parentJob) await parentJob;
-
-      const diff = path.join(work, 'diff');
-      await mkdir(diff, { mode: 0o755 });
-      let result;
-      try {
-        result = await this.pool.extract({ blobPath: blob, compression, targetDir: diff, lowerDirs: lowerChainIds.map((id) => this.diffDir(id)) });
-      } catch (err) {
-        if (err instanceof UnsafeEntryError) {
-          throw new InvalidArgumentError(`image "${name}" layer ${descriptor.digest}: ${err.message}; the pull was stopped and nothing of it was kept`);
-        }
-        throw new InternalError(`image "${name}" layer ${descriptor.digest}: extraction failed: ${errorMessage(err)}`, { cause: err });
-      }
+      // run() queues before this function first awaits, so the slots go out in layer order and
+      // the lowest layers, which the others wait for, arrive first.
+      const result = await this.downloads.run(async () => {
+        const work = await this.tempDir('layer');
+        state.work = work;
+        const diff = path.join(work, 'diff');
+        await mkdir(diff, { mode: 0o755 });
+        const download = this.pool.startLayer({ targetDir: diff, compression, digest: descriptor.digest, size: descriptor.size });
+        state.download = download;
+        return this.downloadLayer(resolved, descriptor, download, where, signal);
+      });
+      const { work, download } = state as Required<typeof state>;
+      log.debug({ blob: descriptor.digest, bytes: descriptor.size, duration_ms: Date.now() - started }, 'layer blob downloaded and unpacked');
       if (result.diffId !== diffId) {
-        throw new InvalidArgumentError(
-          `image "${name}" layer ${descriptor.digest}: the uncompressed content has digest ${result.diffId}, but the config's rootfs.diff_ids gives ${diffId}`,
-        );
+        throw new InvalidArgumentError(`${where}: the uncompressed content has digest ${result.diffId}, but the config's rootfs.diff_ids gives ${diffId}`);
       }
-      await unlink(blob);
 
       const record: LayerRecord = {
         chainId,
@@ -212,6 +206,16 @@ export class LayerStore {
       if (lowerChainIds[0] !== undefined) record.parent = lowerChainIds[0];
       await writeFile(path.join(work, 'layer.json'), JSON.stringify(record));
 
+      // The flush runs while the layers below may still be arriving, so the flushes of a pull
+      // overlap instead of queueing behind the publishing order.
+      await download.sync(work).catch((err: unknown) => {
+        throw new InternalError(`${where}: flushing the layer to disk failed: ${errorMessage(err)}`, { cause: err });
+      });
+
+      // The layers below must be in place before the checks against them.
+      if (parentJob) await parentJob;
+      await withLayerErrors(where, () => download.finish(lowerChainIds.map((id) => this.diffDir(id)), work));
+
       // Publishing order: the layer directory first (atomic rename), then its link. open()
       // recreates a link that a crash lost in between.
       await rename(work, path.join(this.layersDir, hex(chainId)));
@@ -220,11 +224,33 @@ export class LayerStore {
       log.info({ layer: chainId, blob: descriptor.digest, bytes: result.tarBytes, duration_ms: Date.now() - started }, 'layer stored');
       return record;
     } catch (err) {
-      await rm(work, { recursive: true, force: true }).catch((cleanupErr: unknown) =>
-        log.warn({ path: work, err: cleanupErr }, 'cannot remove temporary layer directory'),
-      );
+      await state.download?.abort();
+      const work = state.work;
+      if (work !== undefined) {
+        await rm(work, { recursive: true, force: true }).catch((cleanupErr: unknown) =>
+          log.warn({ path: work, err: cleanupErr }, 'cannot remove temporary layer directory'),
+        );
+      }
       throw err;
     }
+  }
+
+  /** Streams the blob into its worker until it is complete, retrying as the registry session decides. */
+  private async downloadLayer(resolved: ResolvedImage, descriptor: Descriptor, download: LayerDownloadHandle, where: string, signal?: AbortSignal): Promise<ExtractResult> {
+    let result: ExtractResult | undefined;
+    await withLayerErrors(where, () =>
+      resolved.session.fetchBlob(
+        descriptor.digest,
+        async (request) => {
+          const fetched = await download.fetch(request);
+          result = fetched.result;
+          return fetched.attempt;
+        },
+        signal,
+      ),
+    );
+    if (!result) throw new InternalError(`${where}: the download ended without an unpacked layer`);
+    return result;
   }
 
   /** Writes an image record atomically and indexes it. */
@@ -376,6 +402,21 @@ export class LayerStore {
   }
 }
 
+/** Runs a step of a layer download, turning the unpacking errors of the worker into typed errors. */
+async function withLayerErrors<T>(where: string, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (err) {
+    if (err instanceof UnsafeEntryError) {
+      throw new InvalidArgumentError(`${where}: ${err.message}; the pull was stopped and nothing of it was kept`);
+    }
+    if (err instanceof ExtractionError || !(err instanceof BerthError)) {
+      throw new InternalError(`${where}: extraction failed: ${errorMessage(err)}`, { cause: err });
+    }
+    throw err;
+  }
+}
+
 /** Chain IDs of a layer stack: the first is its diff ID, each next is sha256("<parent> <diff ID>"). */
 export function chainIds(diffIds: string[]): string[] {
   const result: string[] = [];
@@ -390,7 +431,7 @@ export function hex(digest: string): string {
   return digest.slice(digest.indexOf(':') + 1);
 }
 
-/** Worker threads for extraction: enough to keep both cores busy on a small node, at most 4. */
+/** Image worker processes: enough to keep both cores busy on a small node, at most 4. */
 export function defaultWorkerCount(): number {
   return Math.max(2, Math.min(os.availableParallelism(), 4));
 }

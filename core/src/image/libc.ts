@@ -2,7 +2,8 @@ import os from 'node:os';
 import koffi from 'koffi';
 
 /**
- * The libc calls Node has no API for: device nodes, extended attributes and mounts. Each
+ * The libc calls Node has no API for: device nodes, extended attributes, mounts, syncfs and
+ * prctl. Each
  * function throws an Error whose `code` is the errno name (EPERM, ENOTSUP, ...), as Node's own
  * fs errors do. Usable from worker threads.
  */
@@ -12,6 +13,10 @@ const lsetxattrCall = lib.func('int lsetxattr(const char *path, const char *name
 const lgetxattrCall = lib.func('long lgetxattr(const char *path, const char *name, _Out_ void *value, size_t size)');
 const mountCall = lib.func('int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)');
 const umount2Call = lib.func('int umount2(const char *target, int flags)');
+const syncfsCall = lib.func('int syncfs(int fd)');
+const prctlCall = lib.func('int prctl(int option, ...)');
+
+const PR_SET_PDEATHSIG = 1;
 
 export const S_IFIFO = 0o010000;
 export const S_IFCHR = 0o020000;
@@ -67,4 +72,36 @@ export function mount(source: string, target: string, fstype: string, flags: num
 /** umount2(2). */
 export function umount2(target: string, flags: number): void {
   if (umount2Call(target, flags) !== 0) fail('umount', target);
+}
+
+/**
+ * syncfs(2): writes the dirty data of the filesystem holding the open file `fd` to disk. It runs
+ * on one of koffi's threads, because the flush can take long and the caller's event loop has
+ * other downloads to serve. `target` names the file in errors.
+ */
+export function syncfs(fd: number, target: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    syncfsCall.async(fd, (err: unknown, result: number) => {
+      if (err) {
+        reject(err as Error);
+        return;
+      }
+      if (result === 0) {
+        resolve();
+        return;
+      }
+      // errno belongs to koffi's thread, so the failed call is repeated here to read it.
+      try {
+        if (syncfsCall(fd) !== 0) fail('syncfs', target);
+        resolve();
+      } catch (failure) {
+        reject(failure as Error);
+      }
+    });
+  });
+}
+
+/** prctl(PR_SET_PDEATHSIG): the kernel sends `signal` to this process when its parent exits. */
+export function setParentDeathSignal(signal: number): void {
+  if (prctlCall(PR_SET_PDEATHSIG, 'unsigned long', signal) !== 0) fail('prctl PR_SET_PDEATHSIG', String(signal));
 }

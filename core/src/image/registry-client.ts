@@ -1,26 +1,31 @@
 import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { readFile, readdir, unlink } from 'node:fs/promises';
-import path from 'node:path';
-import tls from 'node:tls';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Agent, request, type Dispatcher } from 'undici';
+import { request, type Dispatcher } from 'undici';
 import type { Logger } from '../log.js';
-import { BerthError, errorMessage, InvalidArgumentError, isErrno, PermissionDeniedError, UnavailableError } from '../errors.js';
+import { BerthError, errorMessage, InvalidArgumentError, PermissionDeniedError, UnavailableError } from '../errors.js';
 import { basicCredentials } from './auth-file.js';
 import { MANIFEST_ACCEPT } from './manifest.js';
+import {
+  AgentCache,
+  type BlobAttempt,
+  type BlobRequest,
+  discardBody,
+  errorDetail,
+  getFollowingRedirects,
+  headerValue,
+  readLimited,
+  redactQuery,
+  TransientError,
+  USER_AGENT,
+} from './registry-http.js';
 import type { RegistryAuth } from './store.js';
 import type { PullEndpoint } from './registries-conf.js';
 
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
-const MAX_REDIRECTS = 5;
 const RETRY_BASE_MS = 250;
 const RETRY_MAX_MS = 8_000;
 /** Lifetime assumed for a token whose response gives none, as the token protocol specifies (60 s). */
 const DEFAULT_TOKEN_SECONDS = 60;
-const USER_AGENT = 'berth';
 
 /** The registry has no such manifest or repository; the next endpoint or name may have it. */
 export class ManifestUnknownError extends BerthError {
@@ -61,11 +66,14 @@ interface CachedToken {
  * scheme each insecure host uses, and bearer tokens until they expire.
  */
 export class RegistryClient {
-  private readonly agents = new Map<string, Dispatcher>();
+  /** @internal */
+  readonly agents: AgentCache;
   private readonly schemes = new Map<string, Promise<'https' | 'http'>>();
   private readonly tokens = new Map<string, CachedToken>();
 
-  constructor(private readonly options: RegistryClientOptions) {}
+  constructor(private readonly options: RegistryClientOptions) {
+    this.agents = new AgentCache(options.certsDir);
+  }
 
   /** Opens a session for one repository on one endpoint with the credentials to use there. */
   repository(endpoint: PullEndpoint, auth: RegistryAuth | undefined, log: Logger): RepositorySession {
@@ -73,25 +81,12 @@ export class RegistryClient {
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled([...this.agents.values()].map((agent) => agent.close()));
-    this.agents.clear();
+    await this.agents.close();
   }
 
   /** @internal */
-  async agentFor(host: string, insecure: boolean): Promise<Dispatcher> {
-    const key = `${host}|${insecure}`;
-    let agent = this.agents.get(key);
-    if (!agent) {
-      const ca = await readCaFiles(path.join(this.options.certsDir, host));
-      agent = new Agent({
-        // A `ca` list replaces Node's bundled roots, so they are added back.
-        connect: { rejectUnauthorized: !insecure, ...(ca.length > 0 ? { ca: [...tls.rootCertificates, ...ca] } : {}) },
-        headersTimeout: 60_000,
-        bodyTimeout: 120_000,
-      });
-      this.agents.set(key, agent);
-    }
-    return agent;
+  get certsDir(): string {
+    return this.options.certsDir;
   }
 
   /** @internal */
@@ -215,61 +210,46 @@ export class RepositorySession {
   }
 
   /**
-   * Streams the blob `digest` into `file`, checking its size and digest as it arrives. A
-   * connection error or 5xx restarts the download, up to the retry limit. On any failure the file is
-   * removed.
+   * Downloads the layer blob `digest` through `attempt`, which sends one GET as its request
+   * describes and continues the download where the previous attempt stopped. A 401 renews the
+   * challenge once. A connection error, a body that breaks off or a 5xx is tried again, up to the
+   * retry limit. Throws ManifestUnknownError on 404, RegistryAuthError on 401/403,
+   * UnavailableError when the retries run out and InvalidArgumentError on another status.
    */
-  async downloadBlob(digest: string, size: number, file: string, signal?: AbortSignal): Promise<void> {
-    const expectedHex = digest.slice('sha256:'.length);
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.downloadOnce(digest, expectedHex, size, file, signal);
-        return;
-      } catch (err) {
-        await unlink(file).catch(() => undefined);
-        if (!(err instanceof TransientError) || attempt >= this.client.retries) throw asBerthError(err, `${this.label}: blob ${digest}`);
-        const delay = backoff(attempt);
-        this.log.warn({ blob: digest, registry: this.endpoint.host, attempt: attempt + 1, delay_ms: delay, err: errorMessage(err) }, 'blob download failed; retrying');
-        await sleep(delay, undefined, { signal });
-      }
-    }
-  }
+  async fetchBlob(digest: string, attempt: (request: BlobRequest) => Promise<BlobAttempt>, signal?: AbortSignal): Promise<void> {
+    let challengeRenewed = false;
+    for (let retry = 0; ; ) {
+      const authorization = await this.authorization(signal);
+      const request: BlobRequest = {
+        url: await this.url(`blobs/${digest}`),
+        insecure: this.endpoint.insecure,
+        certsDir: this.client.certsDir,
+        label: this.label,
+        ...(authorization ? { authorization } : {}),
+      };
+      const result = await attempt(request);
+      if (result.outcome === 'complete') return;
 
-  private async downloadOnce(digest: string, expectedHex: string, size: number, file: string, signal?: AbortSignal): Promise<void> {
-    const response = await this.send(await this.url(`blobs/${digest}`), {}, signal, false);
-    if (response.statusCode === 404) {
-      discardBody(response);
-      throw new ManifestUnknownError(`${this.label}: blob ${digest} not found (HTTP 404)`);
-    }
-    await this.checkStatus(response, `blob ${digest}`);
-
-    const hash = createHash('sha256');
-    let received = 0;
-    const counter = new Transform({
-      transform(chunk: Buffer, _encoding, callback) {
-        received += chunk.length;
-        if (received > size) {
-          callback(new InvalidArgumentError(`blob ${digest} is larger than the ${size} bytes its descriptor gives`));
-          return;
+      if (result.outcome === 'status') {
+        const { statusCode, detail } = result;
+        if (statusCode === 401 && !challengeRenewed) {
+          challengeRenewed = true;
+          this.acceptChallenge(result.challenge);
+          continue;
         }
-        hash.update(chunk);
-        callback(null, chunk);
-      },
-    });
+        if (statusCode === 404) throw new ManifestUnknownError(`${this.label}: blob ${digest} not found (HTTP 404${detail})`);
+        if (statusCode < 500) this.throwForStatus(statusCode, detail, `blob ${digest}`);
+      }
 
-    try {
-      await pipeline(response.body, counter, createWriteStream(file, { mode: 0o600 }), { signal });
-    } catch (err) {
-      if (err instanceof BerthError) throw err;
-      throw new TransientError(`download of blob ${digest} broke off after ${received} bytes: ${errorMessage(err)}`);
-    }
-
-    if (received !== size) {
-      throw new InvalidArgumentError(`blob ${digest}: received ${received} bytes, but its descriptor gives ${size}`);
-    }
-    const actual = hash.digest('hex');
-    if (actual !== expectedHex) {
-      throw new InvalidArgumentError(`blob ${digest}: the content has digest sha256:${actual}; the registry sent other content`);
+      const reason = result.outcome === 'status' ? `HTTP ${result.statusCode}${result.detail}` : result.message;
+      if (retry >= this.client.retries) throw new UnavailableError(`${this.label}: blob ${digest}: ${reason}`);
+      const delay = backoff(retry);
+      retry++;
+      this.log.warn(
+        { blob: digest, registry: this.endpoint.host, attempt: retry, delay_ms: delay, received: result.outcome === 'broken' ? result.received : undefined, err: reason },
+        'blob download failed; retrying',
+      );
+      await sleep(delay, undefined, { signal });
     }
   }
 
@@ -283,7 +263,7 @@ export class RepositorySession {
 
   /** GET /v2/ over one scheme; throws UnavailableError when the host does not speak it. */
   private async ping(scheme: 'https' | 'http'): Promise<void> {
-    const agent = await this.client.agentFor(this.endpoint.host, this.endpoint.insecure);
+    const agent = await this.client.agents.agentFor(this.endpoint.host, this.endpoint.insecure);
     try {
       const response = await request(`${scheme}://${this.endpoint.host}/v2/`, { method: 'GET', dispatcher: agent, headers: { 'user-agent': USER_AGENT } });
       discardBody(response);
@@ -300,18 +280,24 @@ export class RepositorySession {
     let response = await this.sendWithRetries(url, headers, signal, retry);
     if (response.statusCode !== 401) return response;
 
-    const challenge = parseChallenge(headerValue(response.headers['www-authenticate']));
+    const header = headerValue(response.headers['www-authenticate']);
     discardBody(response);
-    if (!challenge) {
-      throw new RegistryAuthError(`${this.label}: the registry answered 401 Unauthorized without a usable WWW-Authenticate challenge`);
-    }
     const hadCredentials = this.challenge !== undefined;
-    this.challenge = challenge;
-    if (challenge.scheme === 'bearer') this.forgetToken(challenge);
+    this.acceptChallenge(header);
 
     response = await this.sendWithRetries(url, headers, signal, retry);
     if (response.statusCode === 401 && hadCredentials) this.log.debug({ registry: this.endpoint.host }, 'credentials rejected after a renewed challenge');
     return response;
+  }
+
+  /** Adopts the challenge of a 401 response for the next requests. Throws RegistryAuthError when it is unusable. */
+  private acceptChallenge(header: string | undefined): void {
+    const challenge = parseChallenge(header);
+    if (!challenge) {
+      throw new RegistryAuthError(`${this.label}: the registry answered 401 Unauthorized without a usable WWW-Authenticate challenge`);
+    }
+    this.challenge = challenge;
+    if (challenge.scheme === 'bearer') this.forgetToken(challenge);
   }
 
   private async sendWithRetries(url: string, headers: Record<string, string>, signal: AbortSignal | undefined, retry: boolean): Promise<Dispatcher.ResponseData> {
@@ -335,49 +321,24 @@ export class RepositorySession {
     }
   }
 
-  private async sendFollowingRedirects(url: string, headers: Record<string, string>, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
-    const origin = new URL(url).origin;
-    let current = url;
-    for (let hop = 0; ; hop++) {
-      const target = new URL(current);
-      const requestHeaders: Record<string, string> = { 'user-agent': USER_AGENT, ...headers };
-      // Credentials go only to the registry itself, never to the blob storage it redirects to.
-      if (target.origin === origin) {
-        const authorization = await this.authorization(signal);
-        if (authorization) requestHeaders.authorization = authorization;
-      }
-
-      let response: Dispatcher.ResponseData;
-      try {
-        const dispatcher = await this.client.agentFor(target.host, this.endpoint.insecure);
-        response = await request(current, { method: 'GET', headers: requestHeaders, dispatcher, signal });
-      } catch (err) {
-        if (signal?.aborted) throw err;
-        throw new TransientError(errorMessage(err));
-      }
-
-      if (![301, 302, 303, 307, 308].includes(response.statusCode)) return response;
-      const location = headerValue(response.headers.location);
-      discardBody(response);
-      if (!location) throw new UnavailableError(`${this.label}: redirect ${response.statusCode} without a Location header`);
-      if (hop >= MAX_REDIRECTS) throw new UnavailableError(`${this.label}: more than ${MAX_REDIRECTS} redirects for ${redactQuery(url)}`);
-      const next = new URL(location, current);
-      if (next.protocol === 'http:' && target.protocol === 'https:' && !this.endpoint.insecure) {
-        throw new UnavailableError(`${this.label}: redirect from HTTPS to plain HTTP (${next.host}) refused for a secure registry`);
-      }
-      current = next.toString();
-    }
+  private sendFollowingRedirects(url: string, headers: Record<string, string>, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+    const policy = { label: this.label, insecure: this.endpoint.insecure, agents: this.client.agents, authorization: () => this.authorization(signal) };
+    return getFollowingRedirects(url, headers, policy, signal);
   }
 
   private async checkStatus(response: Dispatcher.ResponseData, what: string): Promise<void> {
     if (response.statusCode >= 200 && response.statusCode < 300) return;
     const detail = await errorDetail(response);
     discardBody(response);
-    if (response.statusCode === 401 || response.statusCode === 403) {
+    this.throwForStatus(response.statusCode, detail, what);
+  }
+
+  private throwForStatus(statusCode: number, detail: string, what: string): never {
+    if (statusCode === 401 || statusCode === 403) {
       const given = this.auth ? 'the credentials given were rejected' : 'no credentials were given';
-      throw new RegistryAuthError(`${this.label}: ${what}: access denied (HTTP ${response.statusCode}${detail}); ${given}`);
+      throw new RegistryAuthError(`${this.label}: ${what}: access denied (HTTP ${statusCode}${detail}); ${given}`);
     }
-    throw new InvalidArgumentError(`${this.label}: ${what}: HTTP ${response.statusCode}${detail}`);
+    throw new InvalidArgumentError(`${this.label}: ${what}: HTTP ${statusCode}${detail}`);
   }
 
   private async authorization(signal?: AbortSignal): Promise<string | undefined> {
@@ -431,7 +392,7 @@ export class RepositorySession {
 
     const service = challenge.params.service;
     const scope = challenge.params.scope ?? this.scope();
-    const dispatcher = await this.client.agentFor(realmUrl.host, this.endpoint.insecure);
+    const dispatcher = await this.client.agents.agentFor(realmUrl.host, this.endpoint.insecure);
     const headers: Record<string, string> = { 'user-agent': USER_AGENT };
     let response: Dispatcher.ResponseData;
     try {
@@ -473,9 +434,6 @@ export class RepositorySession {
   }
 }
 
-/** A failure worth retrying: a connection error or a 5xx response. */
-class TransientError extends Error {}
-
 function asBerthError(err: unknown, what: string): unknown {
   if (err instanceof TransientError) return new UnavailableError(`${what}: ${err.message}`);
   return err;
@@ -500,56 +458,4 @@ export function parseChallenge(header: string | undefined): Challenge | undefine
     params[part[1]!.toLowerCase()] = part[2] !== undefined ? part[2].replace(/\\(.)/g, '$1') : part[3] ?? '';
   }
   return { scheme, params };
-}
-
-/** Releases a response body that is not read to its end; undici reports the abort as an error event, which is expected here. */
-function discardBody(response: Dispatcher.ResponseData): void {
-  response.body.on('error', () => undefined);
-  response.body.destroy();
-}
-
-function headerValue(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value;
-}
-
-/** Drops the query string of a URL for logs and messages, because signed blob URLs carry secrets there. */
-function redactQuery(url: string): string {
-  const parsed = new URL(url);
-  return parsed.search === '' ? url : `${parsed.origin}${parsed.pathname}?…`;
-}
-
-async function readLimited(body: Dispatcher.ResponseData['body'], limit: number, what: string): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let length = 0;
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    length += chunk.length;
-    if (length > limit) throw new InvalidArgumentError(`${what}: larger than the ${limit} bytes allowed`);
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
-}
-
-/** Returns `: CODE message` from an OCI error body, or an empty string. */
-async function errorDetail(response: Dispatcher.ResponseData): Promise<string> {
-  try {
-    const text = (await readLimited(response.body, 64 * 1024, 'error body')).toString('utf8');
-    const body = JSON.parse(text) as { errors?: { code?: string; message?: string }[] };
-    const first = body.errors?.[0];
-    if (!first) return '';
-    return `: ${[first.code, first.message].filter(Boolean).join(' ')}`;
-  } catch {
-    return '';
-  }
-}
-
-async function readCaFiles(dir: string): Promise<string[]> {
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch (err) {
-    if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return [];
-    throw err;
-  }
-  const files = names.filter((name) => name.endsWith('.crt')).sort();
-  return Promise.all(files.map((name) => readFile(path.join(dir, name), 'utf8')));
 }

@@ -60,7 +60,14 @@ export interface NetworkProvider {
 }
 
 export interface NetworkProviderContext {
+  /** Directory for state that ends with a reboot, under the daemon's run root, created by the core. */
   stateDir: string;
+  /**
+   * Directory for state that must outlive a reboot, under the daemon's root, created by the core.
+   * Address allocations of IPAM plugins outlive a reboot, so whatever DEL needs to release them
+   * belongs here.
+   */
+  dataDir: string;
   log: Logger;
 }
 

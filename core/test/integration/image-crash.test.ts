@@ -1,13 +1,39 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TestDaemon } from '../support/daemon.js';
 import { insecureRegistries, startImageDaemon } from '../support/image-daemon.js';
 import { randomImage, type BuiltImage } from '../support/images.js';
+import { expectGrpcError, grpc } from '../support/cri-client.js';
 import { CountingProxy, pushImage, startRegistry, type TestRegistry } from '../support/registry.js';
+
+/** PIDs of the daemon's child processes: its image workers (the stub runtime starts none). */
+async function childPids(daemon: TestDaemon): Promise<number[]> {
+  const pid = daemon.process.pid!;
+  const text = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8');
+  return text.trim().split(/\s+/).filter(Boolean).map(Number);
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Waits until the store has a layer download in tmp/. */
+async function waitForDownload(storeDir: string): Promise<void> {
+  const deadline = Date.now() + 30_000;
+  while ((await readdir(path.join(storeDir, 'tmp'))).length < 1) {
+    assert.ok(Date.now() < deadline, 'no layer download started within 30 s');
+    await sleep(20);
+  }
+}
 
 describe('image pull after a daemon crash', () => {
   let registry: TestRegistry;
@@ -35,6 +61,8 @@ describe('image pull after a daemon crash', () => {
   test('kill -9 mid-pull, then pull succeeds', async () => {
     const options = { dir, registries: insecureRegistries([proxy.host]), image: { max_concurrent_downloads: 1 } };
     daemon = await startImageDaemon(options);
+    const workers = await childPids(daemon);
+    assert.ok(workers.length >= 2, `image worker processes: ${workers.join(', ')}`);
     const pull = daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/crash:v1` } });
     pull.catch(() => undefined);
 
@@ -46,6 +74,12 @@ describe('image pull after a daemon crash', () => {
       await sleep(20);
     }
     await daemon.kill();
+    for (const pid of workers) {
+      while (isRunning(pid)) {
+        assert.ok(Date.now() < deadline, `image worker ${pid} outlived the killed daemon`);
+        await sleep(20);
+      }
+    }
     assert.ok((await readdir(path.join(storeDir, 'tmp'))).length > 0, 'expected an interrupted download in tmp/');
     assert.deepEqual(await readdir(path.join(storeDir, 'images')), []);
 
@@ -61,6 +95,29 @@ describe('image pull after a daemon crash', () => {
 
     const logged = daemon.logRecords().filter((record) => record.msg === 'removed temporary file left by an interrupted operation');
     assert.ok(logged.length > 0, 'start-up logs the clean-up');
+  });
+
+  test('killed worker fails the pull cleanly', async () => {
+    const storeDir = path.join(dir, 'root', 'images');
+    const reference = `${proxy.host}/test/crash:v1`;
+    await daemon!.client.image.RemoveImage({ image: { image: reference } });
+    const workers = await childPids(daemon!);
+    const pull = daemon!.client.image.PullImage({ image: { image: reference } });
+    pull.catch(() => undefined);
+
+    await waitForDownload(storeDir);
+    for (const pid of workers) process.kill(pid, 'SIGKILL');
+    const err = await expectGrpcError(pull);
+    assert.equal(err.code, grpc.status.INTERNAL);
+    assert.match(err.details, /image worker process exited/);
+    assert.deepEqual(await readdir(path.join(storeDir, 'tmp')), []);
+    assert.deepEqual(await readdir(path.join(storeDir, 'layers')), []);
+
+    const replaced = await childPids(daemon!);
+    assert.equal(replaced.length, workers.length);
+    assert.ok(replaced.every((pid) => !workers.includes(pid)), 'the pool started new workers');
+    const response = await daemon!.client.image.PullImage({ image: { image: reference } });
+    assert.equal(response.image_ref, image.configDigest);
   });
 
   test('store survives a restart intact', async () => {

@@ -1,5 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
 import { expectGrpcError, grpc } from '../support/cri-client.js';
 import type { TestDaemon } from '../support/daemon.js';
 import { insecureRegistries, startImageDaemon } from '../support/image-daemon.js';
@@ -317,23 +319,37 @@ describe('image pull through mirrors and short names', () => {
 describe('image pull downloads', () => {
   let registry: TestRegistry;
   let proxy: CountingProxy;
+  /** A proxy that drops Range headers, like a registry without range support. */
+  let noRangeProxy: CountingProxy;
   let daemon: TestDaemon;
   let image: BuiltImage;
 
   before(async () => {
     registry = await startRegistry();
     proxy = await CountingProxy.start(registry.host);
+    noRangeProxy = await CountingProxy.start(registry.host, { stripRange: true });
     image = await randomImage(3, 512 * 1024, 7);
     await pushImage(registry, 'test/random', image, 'v1');
     await pushImage(registry, 'library/busybox', await busyboxImage(), 'latest');
-    daemon = await startImageDaemon({ registries: insecureRegistries([proxy.host]), image: { pull_retries: 3 } });
+    daemon = await startImageDaemon({ registries: insecureRegistries([proxy.host, noRangeProxy.host]), image: { pull_retries: 3 } });
   });
 
   after(async () => {
     await daemon?.cleanup();
     await proxy?.close();
+    await noRangeProxy?.close();
     await registry?.stop();
   });
+
+  /** Entries of the daemon's layer store directories, to check that a failed pull left nothing. */
+  async function storeEntries(): Promise<{ layers: string[]; tmp: string[]; links: string[] }> {
+    const store = path.join(daemon.dir, 'root', 'images');
+    return {
+      layers: (await readdir(path.join(store, 'layers'))).sort(),
+      tmp: await readdir(path.join(store, 'tmp')),
+      links: (await readdir(path.join(store, 'l'))).sort(),
+    };
+  }
 
   test('5 concurrent pulls fetch each blob once', async () => {
     const pulls = Array.from({ length: 5 }, () => daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/random:v1` } }));
@@ -388,5 +404,58 @@ describe('image pull downloads', () => {
     await daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/whiteout:v1` } });
     assert.equal(proxy.blobDownloads(base.layers[0]!.digest), 1);
     assert.equal(proxy.blobDownloads(layered.layers[1]!.digest), 1);
+  });
+
+  test('broken-off layer resumes with Range', async () => {
+    await daemon.client.image.RemoveImage({ image: { image: image.configDigest } });
+    const layer = image.layers[1]!;
+    const first = proxy.requests.length;
+    proxy.resetNextBlobs(1, layer.digest);
+
+    const response = await daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/random:v1` } });
+    assert.equal(response.image_ref, image.configDigest);
+
+    const gets = proxy.requests.slice(first).filter((request) => request.method === 'GET' && request.path.endsWith(layer.digest));
+    assert.equal(gets.length, 2);
+    assert.equal(gets[0]!.range, undefined);
+    const offset = Number(/^bytes=(\d+)-$/.exec(gets[1]!.range ?? '')?.[1]);
+    assert.ok(offset > 0, `second request range: ${gets[1]!.range}`);
+    assert.ok(offset < layer.size, `second request range: ${gets[1]!.range}`);
+    assert.equal(gets[1]!.status, 206);
+  });
+
+  test('registry without Range support restarts the body', async () => {
+    await daemon.client.image.RemoveImage({ image: { image: image.configDigest } });
+    const layer = image.layers[2]!;
+    const first = noRangeProxy.requests.length;
+    noRangeProxy.resetNextBlobs(1, layer.digest);
+
+    const response = await daemon.client.image.PullImage({ image: { image: `${noRangeProxy.host}/test/random:v1` } });
+    assert.equal(response.image_ref, image.configDigest);
+
+    const gets = noRangeProxy.requests.slice(first).filter((request) => request.method === 'GET' && request.path.endsWith(layer.digest));
+    assert.equal(gets.length, 2);
+    assert.match(gets[1]!.range ?? '', /^bytes=\d+-$/);
+    assert.equal(gets[1]!.status, 200, 'the registry sent the whole blob again');
+
+    const status = await daemon.client.image.ImageStatus({ image: { image: image.configDigest } });
+    assert.equal(status.image?.size, String(image.layers.reduce((sum, built) => sum + built.tarBytes, 0)));
+  });
+
+  test('corrupted layer fails naming the blob', async () => {
+    await daemon.client.image.RemoveImage({ image: { image: image.configDigest } });
+    const before = await storeEntries();
+    const layer = image.layers[0]!;
+    proxy.corruptNextBlobs(1, layer.digest);
+
+    const err = await expectGrpcError(daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/random:v1` } }));
+    assert.equal(err.code, grpc.status.INVALID_ARGUMENT);
+    assert.match(err.details, new RegExp(`blob ${layer.digest}: the content has digest sha256:[a-f0-9]{64}; the registry sent other content`));
+    assert.deepEqual(await storeEntries(), before);
+    const status = await daemon.client.image.ImageStatus({ image: { image: image.configDigest } });
+    assert.equal(status.image, null);
+
+    const retried = await daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/random:v1` } });
+    assert.equal(retried.image_ref, image.configDigest);
   });
 });

@@ -119,7 +119,7 @@ describe('CRI server', () => {
     it(`exits 0 on ${signal} and removes its socket`, async () => {
       const daemon = await startDaemon();
       daemon.process.kill(signal);
-      // Wait for the daemon to act on this signal first: stop() sends SIGTERM, which could win.
+      // Waiting for the record first keeps stop() from racing a SIGTERM against this signal.
       await daemon.waitForLog((record) => record.msg === 'shutting down' && record.signal === signal);
       const code = await daemon.stop();
       assert.equal(code, 0);

@@ -40,6 +40,8 @@ export interface BuiltLayer {
   digest: string;
   size: number;
   diffId: string;
+  /** Size of the uncompressed tar, in bytes. */
+  tarBytes: number;
   blob: Buffer;
 }
 
@@ -137,7 +139,7 @@ export async function buildLayer(spec: LayerSpec, docker = false): Promise<Built
   const compression = spec.compression ?? 'gzip';
   const tarball = await packTar(spec.entries);
   const blob = await compress(tarball, compression);
-  return { mediaType: layerMediaType(compression, docker), digest: sha256(blob), size: blob.length, diffId: sha256(tarball), blob };
+  return { mediaType: layerMediaType(compression, docker), digest: sha256(blob), size: blob.length, diffId: sha256(tarball), tarBytes: tarball.length, blob };
 }
 
 /** Builds an image (manifest, config and layer blobs) ready to push. */
@@ -387,6 +389,68 @@ export async function randomImage(layerCount: number, bytesPerLayer: number, see
     layers.push({ entries: files });
   }
   return buildImage({ layers });
+}
+
+/**
+ * A deterministic image whose layers compress about as real ones do (gzip level 6 shrinks it about
+ * 2.1-fold): each layer of `bytesPerLayer` is half text-like files (words and numbers in lines,
+ * about 3-fold) and half binary-like files (seeded random bytes with every other 4 bytes zero,
+ * about 1.6-fold), in files of at most 1 MiB.
+ */
+export async function mixedImage(layerCount: number, bytesPerLayer: number, seed = 1): Promise<BuiltImage> {
+  const layers: LayerSpec[] = [];
+  const fileSize = Math.min(bytesPerLayer, 1024 * 1024);
+  for (let index = 0; index < layerCount; index++) {
+    const files: TarEntry[] = [{ name: `data${index}/`, type: 'directory' }];
+    for (let offset = 0, file = 0; offset < bytesPerLayer; offset += fileSize, file++) {
+      const size = Math.min(fileSize, bytesPerLayer - offset);
+      const fileSeed = seed * 1000 + index * 100 + file;
+      const content = file % 2 === 0 ? seededText(size, fileSeed) : seededBinary(size, fileSeed);
+      files.push({ name: `data${index}/file${file}${file % 2 === 0 ? '.txt' : '.bin'}`, content });
+    }
+    layers.push({ entries: files });
+  }
+  return buildImage({ layers });
+}
+
+const TEXT_WORDS = (
+  'the of and to in is for on that with as by this be are from at or an it not which have was will can ' +
+  'config value error return function import export const let if else while true false null default ' +
+  'server client request response status message file path name type version build test data index ' +
+  'user group mode size time date level debug info warn option format string number list map set'
+).split(' ');
+
+/** Lines of seeded pseudo-random words and numbers: the same seed gives the same text. */
+export function seededText(length: number, seed: number): Buffer {
+  const buffer = Buffer.alloc(length);
+  let state = (seed * 2654435761) >>> 0 || 1;
+  const next = (): number => {
+    state ^= state << 13;
+    state >>>= 0;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    state >>>= 0;
+    return state;
+  };
+
+  let offset = 0;
+  let column = 0;
+  while (offset < length) {
+    const roll = next();
+    const word = roll % 8 === 0 ? String(roll % 100_000) : TEXT_WORDS[roll % TEXT_WORDS.length]!;
+    column += word.length + 1;
+    const separator = column > 72 ? '\n' : ' ';
+    if (separator === '\n') column = 0;
+    offset += buffer.write(word + separator, offset);
+  }
+  return buffer;
+}
+
+/** Seeded random bytes with every other 4-byte word zero, which compresses about as machine code does. */
+export function seededBinary(length: number, seed: number): Buffer {
+  const buffer = seededBytes(length, seed);
+  for (let offset = 4; offset < length; offset += 8) buffer.fill(0, offset, Math.min(offset + 4, length));
+  return buffer;
 }
 
 /** Pseudo-random bytes from a xorshift generator: the same seed gives the same bytes. */

@@ -313,11 +313,15 @@ export interface ProxiedRequest {
   method: string;
   path: string;
   status: number;
+  /** The Range header the client sent, if any (before `stripRange` removed it). */
+  range?: string;
 }
 
 export interface CountingProxyOptions {
   /** Bytes per second for each response body; unlimited when unset. */
   bytesPerSecond?: number;
+  /** Drop Range headers, so the registry answers as one that does not support them (200, whole body). */
+  stripRange?: boolean;
 }
 
 /**
@@ -328,6 +332,7 @@ export class CountingProxy {
   readonly requests: ProxiedRequest[] = [];
   private failures: { count: number; status: number; match: RegExp } = { count: 0, status: 503, match: /./ };
   private resets: { count: number; match: string } = { count: 0, match: '' };
+  private corruptions: { count: number; match: string } = { count: 0, match: '' };
 
   private constructor(
     private readonly server: http.Server,
@@ -360,6 +365,11 @@ export class CountingProxy {
     this.resets = { count, match };
   }
 
+  /** Flips one byte in the middle of the next `count` blob bodies whose path contains `match`. */
+  corruptNextBlobs(count: number, match = ''): void {
+    this.corruptions = { count, match };
+  }
+
   async close(): Promise<void> {
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -377,25 +387,39 @@ export class CountingProxy {
     }
 
     const [hostname, port] = this.target.split(':');
-    const upstream = http.request({ hostname, port: Number(port), method, path: requestPath, headers: { ...request.headers, host: this.target } }, (reply) => {
-      this.requests.push({ method, path: requestPath, status: reply.statusCode ?? 0 });
+    const range = typeof request.headers.range === 'string' ? request.headers.range : undefined;
+    const headers = { ...request.headers, host: this.target };
+    if (this.options.stripRange) delete headers.range;
+    const upstream = http.request({ hostname, port: Number(port), method, path: requestPath, headers }, (reply) => {
+      this.requests.push({ method, path: requestPath, status: reply.statusCode ?? 0, ...(range !== undefined ? { range } : {}) });
       response.writeHead(reply.statusCode ?? 502, reply.headers);
-      const isBlob = method === 'GET' && requestPath.includes('/blobs/sha256:') && reply.statusCode === 200;
+      const isBlob = method === 'GET' && requestPath.includes('/blobs/sha256:') && (reply.statusCode === 200 || reply.statusCode === 206);
       const reset = isBlob && this.resets.count > 0 && requestPath.includes(this.resets.match);
       if (reset) this.resets.count--;
+      const corrupt = isBlob && this.corruptions.count > 0 && requestPath.includes(this.corruptions.match);
+      if (corrupt) this.corruptions.count--;
       const length = Number(reply.headers['content-length'] ?? 0);
-      pipeline(reply, this.shaper(reset ? Math.floor(length / 2) : undefined, response), response).catch(() => response.destroy());
+      const cutAt = reset ? Math.floor(length / 2) : undefined;
+      const flipAt = corrupt ? Math.floor(length / 2) : undefined;
+      pipeline(reply, this.shaper(cutAt, flipAt, response), response).catch(() => response.destroy());
     });
     upstream.on('error', () => response.destroy());
     request.pipe(upstream);
   }
 
-  /** Slows the body to the configured rate and, with `cutAt`, destroys the connection after that many bytes. */
-  private shaper(cutAt: number | undefined, response: http.ServerResponse): Transform {
+  /**
+   * Slows the body to the configured rate. With `cutAt` it destroys the connection after that many
+   * bytes, and with `flipAt` it inverts the byte at that offset.
+   */
+  private shaper(cutAt: number | undefined, flipAt: number | undefined, response: http.ServerResponse): Transform {
     const rate = this.options.bytesPerSecond;
     let sent = 0;
     return new Transform({
       transform(chunk: Buffer, _encoding, callback) {
+        if (flipAt !== undefined && flipAt >= sent && flipAt < sent + chunk.length) {
+          chunk = Buffer.from(chunk);
+          chunk[flipAt - sent] = chunk[flipAt - sent]! ^ 0xff;
+        }
         sent += chunk.length;
         if (cutAt !== undefined && sent > cutAt) {
           response.socket?.destroy();

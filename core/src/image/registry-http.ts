@@ -1,0 +1,175 @@
+/**
+ * HTTP pieces shared by the registry client in the daemon and the layer downloads in the image
+ * worker processes: connection pools, redirects and response helpers.
+ */
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import tls from 'node:tls';
+import { Agent, request, type Dispatcher } from 'undici';
+import { errorMessage, InvalidArgumentError, isErrno, UnavailableError } from '../errors.js';
+
+export const USER_AGENT = 'berth';
+const MAX_REDIRECTS = 5;
+
+/** A failure worth retrying: a connection error or a 5xx response. */
+export class TransientError extends Error {}
+
+/** One GET of a layer blob, prepared by the daemon and sent by an image worker process. */
+export interface BlobRequest {
+  url: string;
+  /** Authorization header value, sent only to the origin of `url`. */
+  authorization?: string;
+  insecure: boolean;
+  /** The containers-certs.d directory with the CA files of each host. */
+  certsDir: string;
+  /** `host/path` of the repository, for messages. */
+  label: string;
+}
+
+/** The outcome of one GET of a layer blob that did not fail for good. */
+export type BlobAttempt =
+  | { outcome: 'complete' }
+  /** The registry returned an error status. `challenge` is its WWW-Authenticate header. */
+  | { outcome: 'status'; statusCode: number; detail: string; challenge?: string }
+  /** No response, or the body broke off after `received` bytes of the blob in all. */
+  | { outcome: 'broken'; message: string; received: number };
+
+/**
+ * Keep-alive connection pools, one per `host[:port]` and TLS mode, trusting the CA files of
+ * `<certsDir>/<host[:port]>/*.crt` (containers-certs.d(5)) on top of Node's bundled roots.
+ */
+export class AgentCache {
+  private readonly agents = new Map<string, Promise<Dispatcher>>();
+
+  constructor(private readonly certsDir: string) {}
+
+  agentFor(host: string, insecure: boolean): Promise<Dispatcher> {
+    const key = `${host}|${insecure}`;
+    let agent = this.agents.get(key);
+    if (!agent) {
+      agent = readCaFiles(path.join(this.certsDir, host)).then(
+        (ca) =>
+          new Agent({
+            // A `ca` list replaces Node's bundled roots, so they are added back.
+            connect: { rejectUnauthorized: !insecure, ...(ca.length > 0 ? { ca: [...tls.rootCertificates, ...ca] } : {}) },
+            headersTimeout: 60_000,
+            bodyTimeout: 120_000,
+          }),
+      );
+      this.agents.set(key, agent);
+      agent.catch(() => this.agents.delete(key));
+    }
+    return agent;
+  }
+
+  async close(): Promise<void> {
+    const agents = await Promise.allSettled(this.agents.values());
+    this.agents.clear();
+    await Promise.allSettled(agents.map((agent) => (agent.status === 'fulfilled' ? agent.value.close() : undefined)));
+  }
+}
+
+/** The redirect rules of a GET to a registry and the credentials it may send. */
+export interface RedirectPolicy {
+  /** `host/path` of the repository, the prefix of error messages. */
+  label: string;
+  insecure: boolean;
+  agents: AgentCache;
+  /** Returns the Authorization header value for requests to the registry's own origin. */
+  authorization: () => Promise<string | undefined>;
+}
+
+/**
+ * Sends a GET and follows up to 5 redirects. Credentials go only to the origin of `url`, never
+ * to the blob storage a registry redirects to, and a secure registry may not redirect from HTTPS
+ * to plain HTTP. Throws TransientError when no response arrives.
+ */
+export async function getFollowingRedirects(
+  url: string,
+  headers: Record<string, string>,
+  policy: RedirectPolicy,
+  signal?: AbortSignal,
+): Promise<Dispatcher.ResponseData> {
+  const origin = new URL(url).origin;
+  let current = url;
+  for (let hop = 0; ; hop++) {
+    const target = new URL(current);
+    const requestHeaders: Record<string, string> = { 'user-agent': USER_AGENT, ...headers };
+    if (target.origin === origin) {
+      const authorization = await policy.authorization();
+      if (authorization) requestHeaders.authorization = authorization;
+    }
+
+    let response: Dispatcher.ResponseData;
+    try {
+      const dispatcher = await policy.agents.agentFor(target.host, policy.insecure);
+      response = await request(current, { method: 'GET', headers: requestHeaders, dispatcher, signal });
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      throw new TransientError(errorMessage(err));
+    }
+
+    if (![301, 302, 303, 307, 308].includes(response.statusCode)) return response;
+    const location = headerValue(response.headers.location);
+    discardBody(response);
+    if (!location) throw new UnavailableError(`${policy.label}: redirect ${response.statusCode} without a Location header`);
+    if (hop >= MAX_REDIRECTS) throw new UnavailableError(`${policy.label}: more than ${MAX_REDIRECTS} redirects for ${redactQuery(url)}`);
+    const next = new URL(location, current);
+    if (next.protocol === 'http:' && target.protocol === 'https:' && !policy.insecure) {
+      throw new UnavailableError(`${policy.label}: redirect from HTTPS to plain HTTP (${next.host}) refused for a secure registry`);
+    }
+    current = next.toString();
+  }
+}
+
+/** Releases a response body that is not read to its end; undici reports the abort as an error event, which is expected here. */
+export function discardBody(response: Dispatcher.ResponseData): void {
+  response.body.on('error', () => undefined);
+  response.body.destroy();
+}
+
+export function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** Drops the query string of a URL for logs and messages, because signed blob URLs carry secrets there. */
+export function redactQuery(url: string): string {
+  const parsed = new URL(url);
+  return parsed.search === '' ? url : `${parsed.origin}${parsed.pathname}?…`;
+}
+
+export async function readLimited(body: Dispatcher.ResponseData['body'], limit: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let length = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    length += chunk.length;
+    if (length > limit) throw new InvalidArgumentError(`${what}: larger than the ${limit} bytes allowed`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Returns `: CODE message` from an OCI error body, or an empty string. */
+export async function errorDetail(response: Dispatcher.ResponseData): Promise<string> {
+  try {
+    const text = (await readLimited(response.body, 64 * 1024, 'error body')).toString('utf8');
+    const body = JSON.parse(text) as { errors?: { code?: string; message?: string }[] };
+    const first = body.errors?.[0];
+    if (!first) return '';
+    return `: ${[first.code, first.message].filter(Boolean).join(' ')}`;
+  } catch {
+    return '';
+  }
+}
+
+async function readCaFiles(dir: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if (isErrno(err, 'ENOENT') || isErrno(err, 'ENOTDIR')) return [];
+    throw err;
+  }
+  const files = names.filter((name) => name.endsWith('.crt')).sort();
+  return Promise.all(files.map((name) => readFile(path.join(dir, name), 'utf8')));
+}
