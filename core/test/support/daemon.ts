@@ -69,6 +69,8 @@ export class TestDaemon {
     for (;;) {
       if (exitCode !== undefined) {
         daemon.client.close();
+        // A directory this call made is of no use to the caller, who gets only the error.
+        if (!options.dir) await rm(dir, { recursive: true, force: true });
         throw new Error(`daemon exited with code ${exitCode} before serving:\n${daemon.output.join('')}`);
       }
       try {
