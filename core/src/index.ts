@@ -10,3 +10,4 @@ export type * from './image/store.js';
 export { CORE_API_VERSION } from './plugins/manifest.js';
 export * from './runtime/oci-cli/index.js';
 export { detectCgroupLayout, parseCgroupMounts, type CgroupLayout } from './cgroups/layout.js';
+export { KeyedMutex } from './util/keyed-mutex.js';

@@ -2,6 +2,7 @@ import path from 'node:path';
 import {
   FailedPreconditionError,
   InvalidArgumentError,
+  KeyedMutex,
   NotFoundError,
   errorMessage,
   type Logger,
@@ -14,7 +15,6 @@ import {
 import { AttachmentCache, type AttachmentRecord } from './cache.js';
 import { addChain, checkChain, delChain, unusedCapabilities, type ChainContext } from './chain.js';
 import { ConfigStore, type LoadedNetwork } from './config-store.js';
-import { KeyedLock } from './lock.js';
 import { isNamespaceFile } from './netns.js';
 import type { CniOptions } from './options.js';
 import { PluginInvoker } from './plugin-exec.js';
@@ -39,7 +39,7 @@ interface Attachment {
  */
 export class CniNetworkProvider implements NetworkProvider {
   readonly name = 'cni';
-  private readonly lock = new KeyedLock();
+  private readonly lock = new KeyedMutex();
 
   private constructor(
     readonly options: CniOptions,

@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import type { PodNetworkRequest } from '@berth/core';
 import { bandwidthFromAnnotations, buildCapabilityArgs, buildCniArgs } from '../src/runtime-config.js';
 import { pluginConfig, unusedCapabilities } from '../src/chain.js';
-import { KeyedLock } from '../src/lock.js';
 import { LogCapture } from './support/harness.js';
 import type { NetworkConfList } from '../src/spec.js';
 
@@ -126,26 +125,5 @@ describe('pluginConfig', () => {
 
   it('names capabilities nobody declares', () => {
     assert.deepEqual(unusedCapabilities(network, capabilityArgs), ['bandwidth']);
-  });
-});
-
-describe('KeyedLock', () => {
-  it('serialises one key and overlaps others', async () => {
-    const lock = new KeyedLock();
-    const events: string[] = [];
-    const task = (name: string, ms: number) => async () => {
-      events.push(`start ${name}`);
-      await new Promise((resolve) => setTimeout(resolve, ms));
-      events.push(`end ${name}`);
-    };
-
-    await Promise.all([lock.run('a', task('a1', 30)), lock.run('a', task('a2', 1)), lock.run('b', task('b1', 1))]);
-    assert.deepEqual(events, ['start a1', 'start b1', 'end b1', 'end a1', 'start a2', 'end a2']);
-  });
-
-  it('releases the key when a task throws', async () => {
-    const lock = new KeyedLock();
-    await assert.rejects(lock.run('a', async () => Promise.reject(new Error('boom'))), /boom/);
-    assert.equal(await lock.run('a', async () => 'next'), 'next');
   });
 });
