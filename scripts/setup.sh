@@ -10,6 +10,12 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 
+# Debian 12 ships Node.js 18, which berth cannot run on; Node.js 20.5 or newer must be installed.
+if ! command -v node >/dev/null || ! node -e 'const [major, minor] = process.versions.node.split(".").map(Number); process.exit(major > 20 || (major === 20 && minor >= 5) ? 0 : 1)'; then
+  echo "setup: berth needs Node.js 20.5 or newer with npm (found: $(node --version 2>/dev/null || echo none)); install it, then run this again" >&2
+  exit 1
+fi
+
 packages=(runc crun conmon containernetworking-plugins iproute2 iptables util-linux)
 if [[ "${1-}" == "--test" ]]; then
   packages+=(docker-registry busybox-static apache2-utils skopeo umoci containerd zstd openssl)
@@ -35,5 +41,9 @@ fi
 
 echo "setup: building"
 npm run --silent build
+
+# The `berth` command on PATH, pointing at this checkout's build.
+chmod +x core/dist/src/cli.js
+ln -sfn "$PWD/core/dist/src/cli.js" /usr/local/bin/berth
 
 scripts/prepare-host.sh

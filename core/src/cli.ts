@@ -2,12 +2,14 @@
 import 'reflect-metadata';
 import { parseArgs } from 'node:util';
 import path from 'node:path';
-import { ConfigError, ConfigSchema, loadConfig, readConfigFile, finishConfig, type ConfigOverrides } from './config/load.js';
+import { ConfigSchema, loadConfig, readConfigFile, finishConfig, type ConfigOverrides } from './config/load.js';
 import { printConfigMarkdown, printConfigToml } from './config/print.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from './log.js';
 import { Daemon } from './daemon.js';
 import { BERTH_VERSION } from './version.js';
-import { errorMessage } from './errors.js';
+import { errorMessage, StartupError } from './errors.js';
+import { loadAndCheckPlugins } from './di/container.js';
+import { closest } from 'fastest-levenshtein';
 
 const USAGE = `Usage: berth [flags]                 run the daemon (default)
        berth config [flags]          print the effective configuration as commented TOML
@@ -27,25 +29,45 @@ Flags (each overrides the key of the same meaning in the config files):
   -h, --help           show this help
 `;
 
+const OPTIONS = {
+  config: { type: 'string' },
+  'config-dir': { type: 'string' },
+  listen: { type: 'string' },
+  root: { type: 'string' },
+  runroot: { type: 'string' },
+  'log-level': { type: 'string' },
+  'default-runtime': { type: 'string' },
+  'plugin-dir': { type: 'string', multiple: true },
+  validate: { type: 'string' },
+  markdown: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+} as const;
+
+/** Parses the command line; a bad flag becomes a UsageError naming it (and the nearest known flag). */
+function parseCommandLine(argv: string[]) {
+  try {
+    return parseArgs({ args: argv, allowPositionals: true, options: OPTIONS });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+      const flag = /'([^']+)'/.exec((err as Error).message)?.[1] ?? '';
+      const known = Object.keys(OPTIONS).map((name) => `--${name}`);
+      throw new UsageError(`unknown flag ${flag}; did you mean ${closest(flag, known)}?`);
+    }
+    if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+      const flag = /'(--?[\w-]+)/.exec((err as Error).message)?.[1] ?? 'a flag';
+      throw new UsageError(`flag ${flag} needs a value`);
+    }
+    throw err;
+  }
+}
+
+/** A command line that cannot be parsed; printed with the usage text, exit code 2. */
+class UsageError extends Error {}
+
 async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      config: { type: 'string' },
-      'config-dir': { type: 'string' },
-      listen: { type: 'string' },
-      root: { type: 'string' },
-      runroot: { type: 'string' },
-      'log-level': { type: 'string' },
-      'default-runtime': { type: 'string' },
-      'plugin-dir': { type: 'string', multiple: true },
-      validate: { type: 'string' },
-      markdown: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-      version: { type: 'boolean' },
-    },
-  });
+  const { values, positionals } = parseCommandLine(argv);
 
   if (values.help) {
     process.stdout.write(USAGE);
@@ -75,7 +97,9 @@ async function main(argv: string[]): Promise<number> {
     }
     if (values.validate !== undefined) {
       const data = await readConfigFile(values.validate, schema);
-      finishConfig(data, schema, values.validate);
+      const config = finishConfig(data, schema, values.validate);
+      // The plugins decide whether handler drivers, providers and their options are valid.
+      await loadAndCheckPlugins(config, createLogger('silent'));
       process.stdout.write(`${values.validate}: valid\n`);
       return 0;
     }
@@ -119,7 +143,12 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    const known = err instanceof ConfigError || (err instanceof Error && ['PluginError', 'SocketInUseError'].includes(err.name));
+    if (err instanceof UsageError) {
+      process.stderr.write(`berth: ${err.message}\n\n${USAGE}`);
+      process.exitCode = 2;
+      return;
+    }
+    const known = err instanceof StartupError;
     process.stderr.write(`berth: ${known ? errorMessage(err) : (err as Error)?.stack ?? String(err)}\n`);
     process.exitCode = 1;
   },

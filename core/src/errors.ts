@@ -84,6 +84,17 @@ export class InternalError extends BerthError {
   }
 }
 
+/**
+ * A reason the daemon cannot start that an admin fixes (bad config, plugin, busy socket or state
+ * directory). The command line prints its message without a stack trace.
+ */
+export class StartupError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
 /** Returns the message of any thrown value, for wrapping in a message with more context. */
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);

@@ -4,18 +4,14 @@ import { parse as parseToml } from 'smol-toml';
 import type { Ajv2020, ValidateFunction } from 'ajv/dist/2020.js';
 import { createAjv, loadSchemaDir, validationIssues, type SchemaIssue } from '../schema/validator.js';
 import { DEFAULT_CONFIG_DIR, DEFAULT_CONFIG_FILE, SCHEMAS_DIR } from '../paths.js';
-import { errorMessage, isErrno } from '../errors.js';
+import { errorMessage, isErrno, StartupError } from '../errors.js';
+import { pathExists } from '../util/fs.js';
 import type { BerthConfig } from './types.js';
 
 const CONFIG_SCHEMA_ID = 'https://berth.dev/schemas/config.schema.json';
 
 /** A configuration that cannot be used; the message lists every problem with its file and key. */
-export class ConfigError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'ConfigError';
-  }
-}
+export class ConfigError extends StartupError {}
 
 /** Values given on the command line; each replaces the key of the same meaning in the files. */
 export interface ConfigOverrides {
@@ -82,7 +78,7 @@ export async function loadConfig(options: LoadConfigOptions = {}, schema?: Confi
   let merged: Record<string, unknown> = {};
 
   const mainFile = options.file ?? DEFAULT_CONFIG_FILE;
-  if (options.file !== undefined || (await exists(mainFile))) {
+  if (options.file !== undefined || (await pathExists(mainFile))) {
     merged = deepMerge(merged, await readConfigFile(mainFile, configSchema));
     files.push(mainFile);
   }
@@ -135,6 +131,9 @@ async function parseConfigFile(file: string): Promise<Record<string, unknown>> {
   }
 
   const extension = path.extname(file).toLowerCase();
+  if (extension !== '.toml' && extension !== '.json') {
+    throw new ConfigError(`${file}: unsupported config file extension "${extension}"; name the file *.toml or *.json`);
+  }
   try {
     const data: unknown = extension === '.json' ? JSON.parse(text) : parseToml(text);
     if (typeof data !== 'object' || data === null || Array.isArray(data)) {
@@ -159,16 +158,6 @@ async function listDropIns(dir: string, explicit: boolean): Promise<string[]> {
     .filter((name) => /\.(toml|json)$/i.test(name))
     .sort()
     .map((name) => path.join(dir, name));
-}
-
-async function exists(file: string): Promise<boolean> {
-  try {
-    await readFile(file);
-    return true;
-  } catch (err) {
-    if (isErrno(err, 'ENOENT')) return false;
-    throw new ConfigError(`${file}: cannot read config file: ${errorMessage(err)}`);
-  }
 }
 
 function applyOverrides(merged: Record<string, unknown>, overrides: ConfigOverrides): Record<string, unknown> {

@@ -53,12 +53,18 @@ export function printConfigToml(config: BerthConfig, schema: Record<string, unkn
 function keyBlock(key: string, node: SchemaNode, value: unknown): string[] {
   const lines = comment(node.description);
   if (node.enum) lines.push(...comment(`Allowed: ${node.enum.map((v) => JSON.stringify(v)).join(', ')}`));
-  if (node.minimum !== undefined || node.maximum !== undefined) {
-    lines.push(...comment(`Range: ${node.minimum ?? '-inf'} to ${node.maximum ?? 'inf'}`));
-  }
+  const range = rangeText(node);
+  if (range) lines.push(...comment(range));
   if (node.default !== undefined) lines.push(...comment(`Default: ${inlineValue(node.default)}`));
   lines.push(stringify({ [key]: value ?? node.default }).trim(), '');
   return lines;
+}
+
+function rangeText(node: SchemaNode): string {
+  if (node.minimum !== undefined && node.maximum !== undefined) return `Range: ${node.minimum} to ${node.maximum}`;
+  if (node.minimum !== undefined) return `Minimum: ${node.minimum}`;
+  if (node.maximum !== undefined) return `Maximum: ${node.maximum}`;
+  return '';
 }
 
 function inlineValue(value: unknown): string {
@@ -107,9 +113,7 @@ export function printConfigMarkdown(schema: Record<string, unknown>): string {
     for (const [key, node] of Object.entries(properties)) {
       const name = prefix ? `${prefix}.${key}` : key;
       const allowed = node.enum ? ` Allowed: ${node.enum.map((v) => `\`${JSON.stringify(v)}\``).join(', ')}.` : '';
-      const range = node.minimum !== undefined || node.maximum !== undefined
-        ? ` Range: ${node.minimum ?? '-inf'} to ${node.maximum ?? 'inf'}.`
-        : '';
+      const range = rangeText(node) ? ` ${rangeText(node)}.` : '';
       const defaultText = node.properties ? '' : `\`${inlineValue(node.default ?? null).replace(/\|/g, '\\|')}\``;
       out.push(`| \`${name}\` | ${String(node.type ?? '')} | ${defaultText} | ${(node.description ?? '').replace(/\|/g, '\\|')}${allowed}${range} |`);
       if (node.properties) rows(name, node.properties);

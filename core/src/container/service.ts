@@ -26,6 +26,7 @@ import { detectCgroupLayout } from '../cgroups/layout.js';
 import { ObjectStore } from '../state/object-store.js';
 import { CleanupStack } from '../util/cleanup.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
+import { pathExists } from '../util/fs.js';
 import type { SandboxContainers, SandboxStore } from '../sandbox/service.js';
 import type { SandboxRecord } from '../sandbox/record.js';
 import type { OciSeccomp } from '../runtime/oci-spec.js';
@@ -384,7 +385,11 @@ export class ContainerService implements SandboxContainers {
       pidsLimit: this.config.runtime.pids_limit,
     });
     await writeFile(path.join(bundlePath, 'config.json'), JSON.stringify(spec), { mode: 0o600 });
-    if (logPath) await mkdir(path.dirname(logPath), { recursive: true, mode: 0o755 });
+    if (logPath) {
+      await mkdir(path.dirname(logPath), { recursive: true, mode: 0o755 });
+      // The monitor creates the log file; a failed create must not leave an empty one behind.
+      if (!(await pathExists(logPath))) cleanup.push('container log file', () => rm(logPath, { force: true }));
+    }
 
     await handler.driver.create({
       id,

@@ -3,18 +3,17 @@ import net from 'node:net';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../log.js';
-import { errorMessage, isErrno } from '../errors.js';
+import { errorMessage, isErrno, StartupError } from '../errors.js';
 import { loadCriProto } from './proto.js';
 import { toServiceError } from './status.js';
 import type { CriHandlerGroup, CriService, RequestContext, StreamHandler, UnaryHandler } from './handler.js';
 
 /** The socket is already served by a live process; start-up must stop. */
-export class SocketInUseError extends Error {
+export class SocketInUseError extends StartupError {
   constructor(socketPath: string) {
     super(
       `socket ${socketPath} is in use by a running process (a connection to it succeeded); stop that daemon or pass another --listen path`,
     );
-    this.name = 'SocketInUseError';
   }
 }
 
@@ -178,6 +177,7 @@ export class CriServer {
     // Client mistakes are the client's to report; server-side failures are errors here.
     const clientSide = [grpc.status.INVALID_ARGUMENT, grpc.status.NOT_FOUND, grpc.status.ALREADY_EXISTS, grpc.status.FAILED_PRECONDITION];
     if (clientSide.includes(code)) context.log.info(fields, 'request rejected');
+    else if (code === grpc.status.DEADLINE_EXCEEDED) context.log.warn(fields, 'request timed out');
     else context.log.error(fields, 'request failed');
   }
 }

@@ -39,11 +39,7 @@ export async function buildContainer(config: BerthConfig, log: Logger): Promise<
   await mkdir(config.root, { recursive: true, mode: 0o711 });
   await mkdir(config.runroot, { recursive: true, mode: 0o711 });
 
-  const plugins = await loadPlugins(
-    [{ dir: BUILTIN_PLUGINS_DIR, builtin: true }, ...config.plugin_dirs.map((dir) => ({ dir, builtin: false }))],
-    log,
-  );
-  checkPluginTables(config, plugins);
+  const plugins = await loadAndCheckPlugins(config, log);
 
   const closers: (() => Promise<void>)[] = [];
   const close = async (): Promise<void> => {
@@ -109,12 +105,7 @@ async function createNetworkProvider(config: BerthConfig, plugins: PluginRegistr
     return undefined;
   }
 
-  const provision = plugins.get('network-provider', name);
-  if (!provision) {
-    const known = plugins.names('network-provider').join(', ') || 'none';
-    throw new PluginError(`network.provider: no plugin provides network provider "${name}" (available: ${known})`);
-  }
-
+  const provision = plugins.require('network-provider', name, 'network.provider');
   const options = provision.checkOptions(config.plugins[name] ?? {}, `plugins.${name}`);
   const factory = provision.factory as unknown as NetworkProviderFactory;
   const stateDir = `${config.runroot}/network/${name}`;
@@ -128,14 +119,36 @@ async function createSeccompProvider(config: BerthConfig, plugins: PluginRegistr
   const name = config.seccomp.provider;
   if (name === 'builtin') return BuiltinSeccompProvider.create(config.seccomp.profile, log.child({ seccomp_provider: name }));
 
-  const provision = plugins.get('seccomp-profile-provider', name);
-  if (!provision) {
-    const known = ['builtin', ...plugins.names('seccomp-profile-provider')].join(', ');
-    throw new PluginError(`seccomp.provider: no plugin provides seccomp profile provider "${name}" (available: ${known})`);
-  }
+  const provision = plugins.require('seccomp-profile-provider', name, 'seccomp.provider');
   const options = provision.checkOptions(config.plugins[name] ?? {}, `plugins.${name}`);
   const factory = provision.factory as unknown as SeccompProfileProviderFactory;
   return factory.create(options, { log: log.child({ seccomp_provider: name }) });
+}
+
+/**
+ * Loads the built-in plugins and those in `plugin_dirs`, then checks every part of `config` that
+ * names a plugin (handlers, network and seccomp providers, `plugins.<name>` tables) and each
+ * plugin's options, without creating anything. Throws PluginError at the first problem.
+ */
+export async function loadAndCheckPlugins(config: BerthConfig, log: Logger): Promise<PluginRegistry> {
+  const plugins = await loadPlugins(
+    [{ dir: BUILTIN_PLUGINS_DIR, builtin: true }, ...config.plugin_dirs.map((dir) => ({ dir, builtin: false }))],
+    log,
+  );
+  checkPluginTables(config, plugins);
+
+  for (const [name, entry] of Object.entries(config.runtimes)) {
+    plugins.require('runtime-driver', entry.driver, `runtimes.${name}.driver`).checkOptions(entry.options ?? {}, `runtimes.${name}.options`);
+  }
+  if (config.network.provider !== '') {
+    const name = config.network.provider;
+    plugins.require('network-provider', name, 'network.provider').checkOptions(config.plugins[name] ?? {}, `plugins.${name}`);
+  }
+  if (config.seccomp.provider !== 'builtin') {
+    const name = config.seccomp.provider;
+    plugins.require('seccomp-profile-provider', name, 'seccomp.provider').checkOptions(config.plugins[name] ?? {}, `plugins.${name}`);
+  }
+  return plugins;
 }
 
 /** Rejects a `plugins.<name>` table that no loaded plugin provides, suggesting the nearest name. */

@@ -79,7 +79,7 @@ export class DefaultImageStore implements ImageStore {
       pull = this.pullOnce(parsed, options).finally(() => this.pulls.delete(key));
       this.pulls.set(key, pull);
     } else {
-      options.log.debug({ image: reference }, 'joining a pull of the same image already in progress');
+      options.log.debug('joining a pull of the same image already in progress');
     }
     return pull;
   }
@@ -103,7 +103,7 @@ export class DefaultImageStore implements ImageStore {
       }
 
       const image = await this.layers.mutex.run(() => this.record(resolved.reference, resolved.topDigest, resolved.manifestDigest, resolved.configDigest, ids, resolved.config));
-      log.info({ image: formatReference(resolved.reference), image_id: image.id, layers: ids.length, duration_ms: Date.now() - started }, 'image pulled');
+      log.info({ resolved_image: formatReference(resolved.reference), image_id: image.id, layers: ids.length, duration_ms: Date.now() - started }, 'image pulled');
       return this.toRecord(image);
     } finally {
       this.layers.releaseLayers(ids);
@@ -159,7 +159,7 @@ export class DefaultImageStore implements ImageStore {
     await this.layers.mutex.run(async () => {
       const found = this.find(reference);
       if (!found) {
-        log.debug({ image: reference }, 'image to remove is not stored; nothing to do');
+        log.debug('image to remove is not stored; nothing to do');
         return;
       }
       const { image, matched, kind } = found;

@@ -55,13 +55,13 @@ export class ImagePuller {
         const session = this.client.repository(endpoint, this.credentialsFor(endpoint, auth), log);
         try {
           const resolved = await this.resolveAt(session, reference, signal);
-          log.info({ image: formatReference(reference), registry: endpoint.host, mirror: endpoint.mirror, manifest: resolved.manifestDigest }, 'image manifest resolved');
+          log.info({ resolved_image: formatReference(reference), registry: endpoint.host, mirror: endpoint.mirror, manifest: resolved.manifestDigest }, 'image manifest resolved');
           return resolved;
         } catch (err) {
           if (signal?.aborted) throw err;
           const fallThrough = err instanceof ManifestUnknownError || err instanceof RegistryAuthError || err instanceof UnavailableError || endpoint.mirror;
           if (!fallThrough) throw err;
-          log.info({ image: formatReference(reference), registry: endpoint.host, mirror: endpoint.mirror, err: errorMessage(err) }, 'image not pulled from this registry; trying the next one');
+          log.info({ resolved_image: formatReference(reference), registry: endpoint.host, mirror: endpoint.mirror, err: errorMessage(err) }, 'image not pulled from this registry; trying the next one');
           failures.push({ where, err });
         }
       }

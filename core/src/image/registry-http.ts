@@ -106,7 +106,13 @@ export async function getFollowingRedirects(
       response = await request(current, { method: 'GET', headers: requestHeaders, dispatcher, signal });
     } catch (err) {
       if (signal?.aborted) throw err;
-      throw new TransientError(errorMessage(err));
+      // A TLS handshake answered in plain HTTP fails the same way on every retry.
+      if (target.protocol === 'https:' && /wrong version number|ERR_SSL_WRONG_VERSION_NUMBER/i.test(`${(err as NodeJS.ErrnoException).code} ${errorMessage(err)}`)) {
+        throw new UnavailableError(
+          `${policy.label}: ${target.host} does not speak TLS; if it is a plain-HTTP registry, mark it insecure = true in a [[registry]] entry of registries.conf`,
+        );
+      }
+      throw new TransientError(errorMessage(err).trim());
     }
 
     if (![301, 302, 303, 307, 308].includes(response.statusCode)) return response;

@@ -4,7 +4,7 @@ import { pathToFileURL } from 'node:url';
 import semver from 'semver';
 import type { ValidateFunction } from 'ajv/dist/2020.js';
 import type { Logger } from '../log.js';
-import { errorMessage, isErrno } from '../errors.js';
+import { errorMessage, isErrno, StartupError } from '../errors.js';
 import { createAjv, loadSchemaDir, validationIssues } from '../schema/validator.js';
 import { SCHEMAS_DIR } from '../paths.js';
 import { CORE_API_VERSION, MANIFEST_FILE, type ManifestProvision, type PluginManifest, type ProvisionKind } from './manifest.js';
@@ -12,12 +12,7 @@ import { CORE_API_VERSION, MANIFEST_FILE, type ManifestProvision, type PluginMan
 const MANIFEST_SCHEMA_ID = 'https://berth.dev/schemas/plugin-manifest.schema.json';
 
 /** A plugin that cannot be loaded; start-up stops with this message. */
-export class PluginError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'PluginError';
-  }
-}
+export class PluginError extends StartupError {}
 
 /** One implementation provided by a loaded plugin: its factory and its options validator. */
 export class Provision {
@@ -49,7 +44,12 @@ export class Provision {
 
     const issues = validationIssues(this.validateOptions, copy);
     if (issues.length > 0) {
-      const lines = issues.map((issue) => `  ${where}.${issue.keyPath} (${issue.pointer || '/'}): ${issue.message}`);
+      const base = `/${where.split('.').join('/')}`;
+      const lines = issues.map((issue) =>
+        issue.pointer === ''
+          ? `  ${where} (${base}): ${issue.message}`
+          : `  ${where}.${issue.keyPath} (${base}${issue.pointer}): ${issue.message}`,
+      );
       throw new PluginError(
         `plugin "${this.pluginName}" (${this.manifestPath}): invalid options for ${this.kind} "${this.name}", schema ${this.optionsSchemaPath}:\n${lines.join('\n')}`,
       );
@@ -72,6 +72,19 @@ export class PluginRegistry {
 
   get(kind: ProvisionKind, name: string): Provision | undefined {
     return this.provisions.get(`${kind}/${name}`);
+  }
+
+  /**
+   * Returns the provision of `kind` named `name`, or throws a PluginError that names the config
+   * key `key` and lists what is available.
+   */
+  require(kind: ProvisionKind, name: string, key: string): Provision {
+    const provision = this.get(kind, name);
+    if (provision) return provision;
+    const known = this.names(kind).join(', ') || 'none';
+    throw new PluginError(
+      `${key}: no plugin provides ${kind} "${name}" (available: ${known}); install the plugin or list its directory in plugin_dirs`,
+    );
   }
 
   names(kind: ProvisionKind): string[] {

@@ -33,14 +33,7 @@ export class RuntimeHandlerRegistry {
 
     try {
       for (const [name, entry] of Object.entries(config.runtimes).sort(([a], [b]) => a.localeCompare(b))) {
-        const provision = plugins.get('runtime-driver', entry.driver);
-        if (!provision) {
-          const known = plugins.names('runtime-driver').join(', ') || 'none';
-          throw new PluginError(
-            `runtimes.${name}.driver: no plugin provides runtime driver "${entry.driver}" (available: ${known}); install the plugin or list its directory in plugin_dirs`,
-          );
-        }
-
+        const provision = plugins.require('runtime-driver', entry.driver, `runtimes.${name}.driver`);
         const options = provision.checkOptions(entry.options ?? {}, `runtimes.${name}.options`);
         const stateDir = path.join(config.runroot, 'runtimes', name);
         await mkdir(stateDir, { recursive: true, mode: 0o700 });

@@ -18,7 +18,7 @@ import { removeCgroup } from '../cgroups/paths.js';
 import { ObjectStore } from '../state/object-store.js';
 import { isPinned, mountShm, pinNamespaces, unmountShm, unpinNamespaces, type PinnedKind } from './namespaces.js';
 import { renderHosts, renderResolvConf, validateDns, validateHostname, type DnsSettings } from './files.js';
-import { validateSysctls } from './sysctl.js';
+import { checkSysctlsExist, validateSysctls } from './sysctl.js';
 import { sandboxNameKey, type PodNamespaceModes, type SandboxRecord } from './record.js';
 
 /** Sandboxes in memory and on disk, shared by the sandbox and container services. */
@@ -60,6 +60,7 @@ export class SandboxService {
   /** Runs a pod sandbox and returns its id. On failure nothing of it stays behind. */
   async run(config: PodSandboxConfig__Output, runtimeHandler: string, requestLog: Logger): Promise<string> {
     const plan = this.validate(config, runtimeHandler);
+    await checkSysctlsExist(plan.sysctls);
     const nameKey = sandboxNameKey(config);
     const existing = this.names.get(nameKey);
     if (existing) {

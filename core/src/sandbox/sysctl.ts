@@ -1,4 +1,6 @@
-import { InvalidArgumentError } from '../errors.js';
+import { access } from 'node:fs/promises';
+import path from 'node:path';
+import { InvalidArgumentError, isErrno } from '../errors.js';
 
 /**
  * Prefixes of the sysctls that the kernel scopes to a namespace a pod owns: the IPC namespace
@@ -74,4 +76,26 @@ export function validateSysctls(sysctls: Record<string, string>, scope: SysctlSc
     result[name] = value;
   }
   return result;
+}
+
+/** Per-device sysctl tables; their entries exist only once the pod's interfaces do. */
+const PER_DEVICE = /^net\.ipv[46]\.(conf|neigh)\.(?!all\.|default\.)/;
+
+/**
+ * Checks that each sysctl (dotted names from validateSysctls) exists in the node's /proc/sys, so a
+ * misspelt name fails RunPodSandbox with InvalidArgumentError instead of every container create.
+ * Entries of per-device tables are skipped, because the pod's interfaces do not exist yet.
+ */
+export async function checkSysctlsExist(sysctls: Record<string, string>, procSys = '/proc/sys'): Promise<void> {
+  for (const name of Object.keys(sysctls)) {
+    if (PER_DEVICE.test(name)) continue;
+
+    const file = path.join(procSys, name.replace(/[./]/g, (separator) => (separator === '.' ? '/' : '.')));
+    try {
+      await access(file);
+    } catch (err) {
+      if (!isErrno(err, 'ENOENT')) throw err;
+      throw new InvalidArgumentError(`linux.sysctls[${JSON.stringify(name)}]: no such sysctl on this node (${file} does not exist)`);
+    }
+  }
 }

@@ -109,6 +109,36 @@ describe('config files', () => {
     assert.match(result.stderr, /20-bad\.json: log_level \(\/log_level\): must be one of "fatal", "error", "warn", "info", "debug", "trace"/);
   });
 
+  it('validates plugin options and driver names', async () => {
+    const dir = await writeFiles('plugin-options', {
+      'options.toml': '[plugins.cni]\nconf_dir = ["/etc/cni/net.d"]\n',
+      'driver.toml': 'default_runtime = "x"\n[runtimes.x]\ndriver = "nosuchdriver"\n',
+    });
+
+    const options = await runCli(['config', '--validate', path.join(dir, 'options.toml')]);
+    assert.equal(options.code, 1);
+    assert.match(options.stderr, /plugins\.cni\.conf_dir \(\/plugins\/cni\/conf_dir\): unknown key "conf_dir"; did you mean "conf_dirs"\?/);
+
+    const driver = await runCli(['config', '--validate', path.join(dir, 'driver.toml')]);
+    assert.equal(driver.code, 1);
+    assert.match(driver.stderr, /runtimes\.x\.driver: no plugin provides runtime-driver "nosuchdriver" \(available: crun, runc\)/);
+  });
+
+  it('rejects an unsupported file extension', async () => {
+    const dir = await writeFiles('yaml', { 'berth.yaml': 'log_level: debug\n' });
+    const result = await runCli(['config', '--validate', path.join(dir, 'berth.yaml')]);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /unsupported config file extension "\.yaml"; name the file \*\.toml or \*\.json/);
+  });
+
+  it('rejects an unknown flag with a suggestion', async () => {
+    const result = await runCli(['--confg', '/etc/berth/berth.toml']);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /unknown flag --confg; did you mean --config\?/);
+    assert.match(result.stderr, /^Usage: berth/m);
+    assert.doesNotMatch(result.stderr, /\n\s+at /, 'no stack trace');
+  });
+
   it('rejects a file that is not TOML', async () => {
     const dir = await writeFiles('syntax', { 'berth.toml': '[runtime\nshm_size = 1\n' });
     const result = await runCli(['config', '--validate', path.join(dir, 'berth.toml')]);

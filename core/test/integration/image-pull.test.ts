@@ -55,6 +55,19 @@ describe('image pull through the CRI socket', () => {
     await registry?.stop();
   });
 
+  test('plain-HTTP registry not marked insecure', async () => {
+    const strict = await startImageDaemon();
+    try {
+      const err = await expectGrpcError(strict.client.image.PullImage({ image: { image: `${registry.host}/library/busybox:latest` } }));
+      assert.equal(err.code, grpc.status.UNAVAILABLE);
+      assert.match(err.details, new RegExp(`${registry.host} does not speak TLS`));
+      assert.match(err.details, /insecure = true/);
+      assert.equal(strict.logRecords().filter((record) => record.msg === 'registry request failed; retrying').length, 0, 'no retries');
+    } finally {
+      await strict.cleanup();
+    }
+  });
+
   test('pull by tag returns the config digest', async () => {
     const response = await daemon.client.image.PullImage({ image: { image: `${registry.host}/library/busybox:latest` } });
     assert.equal(response.image_ref, base.configDigest);

@@ -98,8 +98,8 @@ describe('vendor plugin', () => {
     const dir = await vendorDir();
     const message = await startupFailure(vendorRuntimeConfig(dir, { vcpus: 0, colour: 'blue' }));
     assert.match(message, /plugin "example-vendor"/);
-    assert.match(message, /runtimes\.vendor\.options\.vcpus \(\/vcpus\): must be >= 1/);
-    assert.match(message, /runtimes\.vendor\.options\.colour \(\/colour\): unknown key "colour"/);
+    assert.match(message, /runtimes\.vendor\.options\.vcpus \(\/runtimes\/vendor\/options\/vcpus\): must be >= 1/);
+    assert.match(message, /runtimes\.vendor\.options\.colour \(\/runtimes\/vendor\/options\/colour\): unknown key "colour"/);
   });
 
   it('named by a handler but not installed stops start-up', async () => {
@@ -107,6 +107,6 @@ describe('vendor plugin', () => {
     const config = vendorRuntimeConfig(dir);
     config.runtimes = { vendor: { driver: 'exampel' } };
     const message = await startupFailure(config);
-    assert.match(message, /runtimes\.vendor\.driver: no plugin provides runtime driver "exampel" \(available: .*example.*\)/);
+    assert.match(message, /runtimes\.vendor\.driver: no plugin provides runtime-driver "exampel" \(available: .*example.*\)/);
   });
 });

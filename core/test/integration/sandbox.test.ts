@@ -131,6 +131,7 @@ for (const handler of ['runc', 'crun']) {
         { label: 'equals in the name', config: podConfig('bad', { linux: { sysctls: { 'net.ipv4.ip_forward=1,kernel.x': '1' } } }), message: /invalid sysctl name/ },
         { label: 'node-wide sysctl', config: podConfig('bad', { linux: { sysctls: { 'kernel.core_pattern': 'core' } } }), message: /not namespaced/ },
         { label: 'net sysctl on host network', config: podConfig('bad', { linux: { security_context: hostNetwork, sysctls: { 'net.ipv4.ip_forward': '1' } } }), message: /host network/ },
+        { label: 'sysctl missing on the node', config: podConfig('bad', { linux: { sysctls: { 'net.ipv4.does_not_exist': '1' } } }), message: /no such sysctl on this node/ },
         { label: 'path traversal in sysctl', config: podConfig('bad', { linux: { sysctls: { 'net/../../kernel/core_pattern': '1' } } }), message: /invalid sysctl name/ },
         { label: 'DNS server not an IP', config: podConfig('bad', { dns_config: { servers: ['1.2.3.4\nnameserver 6.6.6.6'] } }), message: /dns_config\.servers\[0\]/ },
         { label: 'DNS option with newline', config: podConfig('bad', { dns_config: { options: ['ndots:5\nsearch evil'] } }), message: /dns_config\.options\[0\]/ },

@@ -93,6 +93,21 @@ describe('CRI server', () => {
     assert.equal(version.runtime_name, 'berth', 'the first daemon keeps serving');
   });
 
+  it('refuses state directories held by a live daemon', async () => {
+    const first = await startDaemon();
+    const otherSocket = path.join(first.dir, 'second.sock');
+    const err = await TestDaemon.start({ config: { ...vendorRuntimeConfig(pluginDir), listen: otherSocket }, dir: first.dir }).then(
+      () => new Error('second daemon started'),
+      (error: Error) => error,
+    );
+    assert.match(err.message, /exited with code 1/);
+    assert.match(err.message, new RegExp(`state directory ${first.dir}/root is in use by berth process ${first.process.pid}`));
+    assert.doesNotMatch(err.message, /CRI server listening/, 'the second daemon never served');
+
+    const version = await first.client.runtime.Version({});
+    assert.equal(version.runtime_name, 'berth', 'the first daemon keeps serving');
+  });
+
   it('replaces a stale socket left by a killed daemon', async () => {
     const first = await startDaemon();
     await first.kill();
