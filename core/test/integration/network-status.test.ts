@@ -79,8 +79,8 @@ describe('NetworkReady with the cni provider', () => {
       (error: Error) => error.message,
     );
     assert.match(failure, /invalid options for network-provider "cni"/);
-    assert.match(failure, /plugins\.cni\.conf_dir \(\/conf_dir\): unknown key "conf_dir"/);
-    assert.match(failure, /plugins\.cni\.plugin_timeout_seconds \(\/plugin_timeout_seconds\): must be >= 1/);
+    assert.match(failure, /plugins\.cni\.conf_dir \(\/plugins\/cni\/conf_dir\): unknown key "conf_dir"/);
+    assert.match(failure, /plugins\.cni\.plugin_timeout_seconds \(\/plugins\/cni\/plugin_timeout_seconds\): must be >= 1/);
   });
 
   it('reports the provider in verbose Status', async () => {
