@@ -204,7 +204,7 @@ export class SandboxService {
     await this.store.save(record);
 
     await writeFile(path.join(dir, 'hostname'), `${plan.hostname}\n`, { mode: 0o644 });
-    await writeFile(path.join(dir, 'resolv.conf'), await renderResolvConf(plan.dns), { mode: 0o644 });
+    await writeFile(path.join(dir, 'resolv.conf'), await renderResolvConf(plan.dns, log), { mode: 0o644 });
 
     if (plan.namespaces.network === 'POD') {
       const started = process.hrtime.bigint();
