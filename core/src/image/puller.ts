@@ -74,6 +74,8 @@ export class ImagePuller {
    * Picks the credentials for one endpoint: the request's when they are meant for it, else the
    * auth file's entry for the endpoint's own host. Request credentials without server_address
    * are meant for the registry the image name resolves to, so a mirror never receives them.
+   * NOTE: a short name without server_address sends them to each search registry tried in turn,
+   * because nothing in the request says which of them they are for.
    */
   private credentialsFor(endpoint: PullEndpoint, auth: RegistryAuth | undefined): RegistryAuth | undefined {
     if (auth && hasCredentials(auth)) {
