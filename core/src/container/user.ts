@@ -1,6 +1,7 @@
-import { lstat, readFile, readlink } from 'node:fs/promises';
+import { lstat, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import { InvalidArgumentError, isErrno } from '../errors.js';
+import { FileLimitError, readRegularFile } from '../util/fs.js';
 
 export interface ResolvedUser {
   uid: number;
@@ -34,6 +35,12 @@ interface GroupEntry {
 }
 
 const MAX_ID = 2 ** 32 - 2;
+
+/**
+ * Largest /etc/passwd or /etc/group read from an image. At an estimated 50 bytes a line this is
+ * some 80,000 accounts, far more than real images list, and small enough to hold in memory.
+ */
+export const MAX_ACCOUNT_FILE_BYTES = 4 * 1024 * 1024;
 
 /**
  * Resolves the user a container runs as, the way the kubelet expects: `run_as_user` wins, then
@@ -140,7 +147,8 @@ export function parseGroup(text: string): GroupEntry[] {
 /**
  * Reads a file of the rootfs, following symlinks inside the rootfs only: an absolute link target
  * is taken relative to the rootfs, so an image cannot make the daemon read a host file.
- * Returns an empty string when the file does not exist.
+ * Returns an empty string when the file does not exist. Raises InvalidArgumentError when it is
+ * not a regular file or is larger than MAX_ACCOUNT_FILE_BYTES.
  * NOTE: only the last path component is checked; a symlinked /etc directory is followed on the host.
  */
 async function readRootfsFile(rootfs: string, file: string): Promise<string> {
@@ -149,7 +157,7 @@ async function readRootfsFile(rootfs: string, file: string): Promise<string> {
     const hostPath = path.join(rootfs, path.posix.normalize(`/${current}`));
     try {
       const stats = await lstat(hostPath);
-      if (!stats.isSymbolicLink()) return stats.isFile() ? await readFile(hostPath, 'utf8') : '';
+      if (!stats.isSymbolicLink()) return await readAccountFile(hostPath, file);
       const target = await readlink(hostPath);
       current = path.posix.isAbsolute(target) ? target : path.posix.join(path.posix.dirname(current), target);
     } catch (err) {
@@ -158,4 +166,17 @@ async function readRootfsFile(rootfs: string, file: string): Promise<string> {
     }
   }
   return '';
+}
+
+/**
+ * Reads the resolved host path of an image's account file. O_NOFOLLOW makes the open fail
+ * rather than follow a symlink that replaced the file after lstat.
+ */
+async function readAccountFile(hostPath: string, imageFile: string): Promise<string> {
+  try {
+    return await readRegularFile(hostPath, { maxBytes: MAX_ACCOUNT_FILE_BYTES, noFollow: true });
+  } catch (err) {
+    if (err instanceof FileLimitError) throw new InvalidArgumentError(`image file ${imageFile}: ${err.message}`);
+    throw err;
+  }
 }

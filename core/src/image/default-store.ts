@@ -194,14 +194,19 @@ export class DefaultImageStore implements ImageStore {
     };
   }
 
+  // Rootfs calls hold the store mutex, as remove() and garbage collection do. So an image cannot
+  // be removed between its lookup and the rootfs that references its layers, and a mount cannot
+  // land in a rootfs directory that is being deleted.
   async createRootfs(containerId: string, imageId: string, log: Logger): Promise<RootfsMount> {
-    const found = this.find(imageId);
-    if (!found) throw new NotFoundError(`container ${containerId}: image "${imageId}" is not stored; pull it first`);
-    return this.layers.mutex.run(() => this.rootfs.create(containerId, found.image.id, found.image.chainIds, log));
+    return this.layers.mutex.run(() => {
+      const found = this.find(imageId);
+      if (!found) throw new NotFoundError(`container ${containerId}: image "${imageId}" is not stored; pull it first`);
+      return this.rootfs.create(containerId, found.image.id, found.image.chainIds, log);
+    });
   }
 
   async mountRootfs(containerId: string, log: Logger): Promise<RootfsMount> {
-    return this.rootfs.mount(containerId, log);
+    return this.layers.mutex.run(() => this.rootfs.mount(containerId, log));
   }
 
   async removeRootfs(containerId: string, log: Logger): Promise<void> {

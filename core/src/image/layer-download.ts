@@ -112,9 +112,18 @@ export class LayerDownload {
 
     if (response.statusCode !== 200 && response.statusCode !== 206) {
       const detail = response.statusCode >= 400 ? await errorDetail(response) : '';
-      const challenge = headerValue(response.headers['www-authenticate']);
+      const { redirectedTo } = response;
+      const challenge = redirectedTo === undefined ? headerValue(response.headers['www-authenticate']) : undefined;
       discardBody(response);
-      return { attempt: { outcome: 'status', statusCode: response.statusCode, detail, ...(challenge !== undefined ? { challenge } : {}) } };
+      return {
+        attempt: {
+          outcome: 'status',
+          statusCode: response.statusCode,
+          detail,
+          ...(challenge !== undefined ? { challenge } : {}),
+          ...(redirectedTo !== undefined ? { redirectedTo } : {}),
+        },
+      };
     }
 
     let skip = this.received;

@@ -271,12 +271,16 @@ export class LayerStore {
     this.images.delete(id);
   }
 
-  /** Deletes every layer that no image, running pull or rootfs references. Call with the mutex held. */
+  /**
+   * Deletes every layer that no image, running pull or rootfs references. Call with the mutex
+   * held. A pull references its layers without the mutex, so each layer's references are read
+   * just before it is deleted, not once before the first deletion.
+   */
   async collectGarbage(log: Logger): Promise<void> {
-    const used = new Set<string>(this.layerRefs.keys());
-    for (const image of this.images.values()) for (const chainId of image.chainIds) used.add(chainId);
-    for (const [chainId, record] of this.layers) {
-      if (used.has(chainId) || this.layerJobs.has(chainId)) continue;
+    const imageLayers = new Set<string>();
+    for (const image of this.images.values()) for (const chainId of image.chainIds) imageLayers.add(chainId);
+    for (const [chainId, record] of [...this.layers]) {
+      if (imageLayers.has(chainId) || this.layerRefs.has(chainId) || this.layerJobs.has(chainId)) continue;
       this.layers.delete(chainId);
       await unlink(path.join(this.linksDir, record.link)).catch(() => undefined);
       await this.discard(path.join(this.layersDir, hex(chainId)));

@@ -70,11 +70,17 @@ export class ImagePuller {
     throw summarise(formatReference(parsed.reference), failures);
   }
 
-  /** Picks the credentials for one endpoint: the request's when they are meant for its host, else the auth file's. */
+  /**
+   * Picks the credentials for one endpoint: the request's when they are meant for it, else the
+   * auth file's entry for the endpoint's own host. Request credentials without server_address
+   * are meant for the registry the image name resolves to, so a mirror never receives them.
+   * NOTE: a short name without server_address sends them to each search registry tried in turn,
+   * because nothing in the request says which of them they are for.
+   */
   private credentialsFor(endpoint: PullEndpoint, auth: RegistryAuth | undefined): RegistryAuth | undefined {
     if (auth && hasCredentials(auth)) {
       const server = auth.serverAddress ? normaliseServer(auth.serverAddress) : '';
-      if (server === '' || server === endpoint.host || server === `${endpoint.host}/${endpoint.path}`) return auth;
+      if (server === '' ? !endpoint.mirror : serverMatches(server, endpoint)) return auth;
     }
     return this.authFile.lookup(endpoint.host, endpoint.path);
   }
@@ -132,6 +138,12 @@ function parseConfig(bytes: Buffer, where: string): ImageConfig {
 
 function hasCredentials(auth: RegistryAuth): boolean {
   return Boolean(auth.username || auth.password || auth.auth || auth.identityToken || auth.registryToken);
+}
+
+/** Returns true when `server` (`host` or `host/path`) is the endpoint's host or a path prefix of its repository. */
+function serverMatches(server: string, endpoint: PullEndpoint): boolean {
+  const repository = `${endpoint.host}/${endpoint.path}`;
+  return server === endpoint.host || server === repository || repository.startsWith(`${server}/`);
 }
 
 function normaliseServer(address: string): string {

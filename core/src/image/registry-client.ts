@@ -15,6 +15,7 @@ import {
   headerValue,
   readLimited,
   redactQuery,
+  type RedirectedResponse,
   TransientError,
   USER_AGENT,
 } from './registry-http.js';
@@ -232,6 +233,7 @@ export class RepositorySession {
 
       if (result.outcome === 'status') {
         const { statusCode, detail } = result;
+        if (statusCode === 401 && result.redirectedTo !== undefined) this.throwForeignChallenge(result.redirectedTo, `blob ${digest}`);
         if (statusCode === 401 && !challengeRenewed) {
           challengeRenewed = true;
           this.acceptChallenge(result.challenge);
@@ -279,6 +281,10 @@ export class RepositorySession {
   private async send(url: string, headers: Record<string, string>, signal?: AbortSignal, retry = true): Promise<Dispatcher.ResponseData> {
     let response = await this.sendWithRetries(url, headers, signal, retry);
     if (response.statusCode !== 401) return response;
+    if (response.redirectedTo !== undefined) {
+      discardBody(response);
+      this.throwForeignChallenge(response.redirectedTo, `GET ${redactQuery(url)}`);
+    }
 
     const header = headerValue(response.headers['www-authenticate']);
     discardBody(response);
@@ -288,6 +294,17 @@ export class RepositorySession {
     response = await this.sendWithRetries(url, headers, signal, retry);
     if (response.statusCode === 401 && hadCredentials) this.log.debug({ registry: this.endpoint.host }, 'credentials rejected after a renewed challenge');
     return response;
+  }
+
+  /**
+   * Rejects a 401 from a host the registry redirected to. Its challenge could name a token realm
+   * of that host's choosing, and responding to it would send the registry's credentials there.
+   */
+  private throwForeignChallenge(origin: string, request: string): never {
+    throw new RegistryAuthError(
+      `${this.label}: ${request}: ${origin}, where the registry redirected the request, returned 401 Unauthorized; ` +
+        "berth sends the registry's credentials only to the registry, so it does not respond to that challenge",
+    );
   }
 
   /** Adopts the challenge of a 401 response for the next requests. Throws RegistryAuthError when it is unusable. */
@@ -300,7 +317,7 @@ export class RepositorySession {
     if (challenge.scheme === 'bearer') this.forgetToken(challenge);
   }
 
-  private async sendWithRetries(url: string, headers: Record<string, string>, signal: AbortSignal | undefined, retry: boolean): Promise<Dispatcher.ResponseData> {
+  private async sendWithRetries(url: string, headers: Record<string, string>, signal: AbortSignal | undefined, retry: boolean): Promise<RedirectedResponse> {
     for (let attempt = 0; ; attempt++) {
       try {
         const response = await this.sendFollowingRedirects(url, headers, signal);
@@ -321,7 +338,7 @@ export class RepositorySession {
     }
   }
 
-  private sendFollowingRedirects(url: string, headers: Record<string, string>, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+  private sendFollowingRedirects(url: string, headers: Record<string, string>, signal?: AbortSignal): Promise<RedirectedResponse> {
     const policy = { label: this.label, insecure: this.endpoint.insecure, agents: this.client.agents, authorization: () => this.authorization(signal) };
     return getFollowingRedirects(url, headers, policy, signal);
   }

@@ -29,8 +29,12 @@ export interface BlobRequest {
 /** The outcome of one GET of a layer blob that did not fail for good. */
 export type BlobAttempt =
   | { outcome: 'complete' }
-  /** The registry returned an error status. `challenge` is its WWW-Authenticate header. */
-  | { outcome: 'status'; statusCode: number; detail: string; challenge?: string }
+  /**
+   * The registry, or the host it redirected to, returned an error status. `challenge` is the
+   * WWW-Authenticate header of a response from the registry's own origin. `redirectedTo` is the
+   * origin of a response from another host, whose challenge is dropped.
+   */
+  | { outcome: 'status'; statusCode: number; detail: string; challenge?: string; redirectedTo?: string }
   /** No response, or the body broke off after `received` bytes of the blob in all. */
   | { outcome: 'broken'; message: string; received: number };
 
@@ -79,17 +83,25 @@ export interface RedirectPolicy {
   authorization: () => Promise<string | undefined>;
 }
 
+/** The final response of a GET that may have followed redirects. */
+export interface RedirectedResponse extends Dispatcher.ResponseData {
+  /** Origin of the final response when it is not the origin of the first request, else undefined. */
+  redirectedTo?: string;
+}
+
 /**
  * Sends a GET and follows up to 5 redirects. Credentials go only to the origin of `url`, never
  * to the blob storage a registry redirects to, and a secure registry may not redirect from HTTPS
- * to plain HTTP. Throws TransientError when no response arrives.
+ * to plain HTTP. Callers must not act on a WWW-Authenticate challenge of a response with
+ * `redirectedTo` set, because responding to it would send the registry's credentials to that host.
+ * Throws TransientError when no response arrives.
  */
 export async function getFollowingRedirects(
   url: string,
   headers: Record<string, string>,
   policy: RedirectPolicy,
   signal?: AbortSignal,
-): Promise<Dispatcher.ResponseData> {
+): Promise<RedirectedResponse> {
   const origin = new URL(url).origin;
   let current = url;
   for (let hop = 0; ; hop++) {
@@ -115,7 +127,9 @@ export async function getFollowingRedirects(
       throw new TransientError(errorMessage(err).trim());
     }
 
-    if (![301, 302, 303, 307, 308].includes(response.statusCode)) return response;
+    if (![301, 302, 303, 307, 308].includes(response.statusCode)) {
+      return target.origin === origin ? response : Object.assign(response, { redirectedTo: target.origin });
+    }
     const location = headerValue(response.headers.location);
     discardBody(response);
     if (!location) throw new UnavailableError(`${policy.label}: redirect ${response.statusCode} without a Location header`);

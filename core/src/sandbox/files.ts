@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { readFile } from 'node:fs/promises';
-import { InvalidArgumentError } from '../errors.js';
+import { InternalError, InvalidArgumentError, errorMessage, isErrno } from '../errors.js';
+import type { Logger } from '../log.js';
 
 export interface DnsSettings {
   servers: string[];
@@ -48,14 +49,20 @@ export function validateDns(dns: DnsSettings): void {
 
 /**
  * Returns the pod's resolv.conf: built from DNSConfig when it has any entry, else the host's
- * file, which is what a pod with DNS policy Default expects.
+ * file, which is what a pod with DNS policy Default expects. A missing host file gives an empty
+ * resolv.conf. Raises InternalError when the host file exists but cannot be read (EACCES,
+ * EISDIR, EIO), because an empty file would leave the pod without DNS and no sign of why.
  */
-export async function renderResolvConf(dns: DnsSettings, hostFile = '/etc/resolv.conf'): Promise<string> {
+export async function renderResolvConf(dns: DnsSettings, log: Logger, hostFile = '/etc/resolv.conf'): Promise<string> {
   if (dns.servers.length === 0 && dns.searches.length === 0 && dns.options.length === 0) {
     try {
       return await readFile(hostFile, 'utf8');
-    } catch {
-      return '';
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) {
+        log.warn({ path: hostFile }, 'host resolv.conf not found; the pod gets an empty resolv.conf');
+        return '';
+      }
+      throw new InternalError(`pod resolv.conf: failed to read the host's resolv.conf ${hostFile}: ${errorMessage(err)}`, { cause: err });
     }
   }
 

@@ -204,7 +204,7 @@ export class SandboxService {
     await this.store.save(record);
 
     await writeFile(path.join(dir, 'hostname'), `${plan.hostname}\n`, { mode: 0o644 });
-    await writeFile(path.join(dir, 'resolv.conf'), await renderResolvConf(plan.dns), { mode: 0o644 });
+    await writeFile(path.join(dir, 'resolv.conf'), await renderResolvConf(plan.dns, log), { mode: 0o644 });
 
     if (plan.namespaces.network === 'POD') {
       const started = process.hrtime.bigint();
@@ -236,7 +236,8 @@ export class SandboxService {
     if (record.state === 'notready' && !record.networkSetUp && Object.keys(record.pinned).length === 0) return;
 
     await this.releaseNetworkAndNamespaces(record, log);
-    await this.store.save({ ...record, state: 'notready', networkSetUp: false, pinned: {}, shmPath: undefined });
+    // The addresses went back to the pool with the teardown, so PodSandboxStatus stops reporting them.
+    await this.store.save({ ...record, state: 'notready', networkSetUp: false, ips: [], pinned: {}, shmPath: undefined });
     log.info('pod sandbox stopped');
   }
 

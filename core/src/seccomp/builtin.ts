@@ -1,18 +1,22 @@
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { ValidateFunction } from 'ajv/dist/2020.js';
 import type { Logger } from '../log.js';
 import { InvalidArgumentError, errorMessage } from '../errors.js';
 import { createAjv, loadSchemaDir, validationIssues } from '../schema/validator.js';
 import { SCHEMAS_DIR } from '../paths.js';
+import { FileLimitError, readRegularFile } from '../util/fs.js';
 import type { OciSeccomp } from '../runtime/oci-spec.js';
 import type { SeccompContext, SeccompProfileProvider, SecurityProfileRequest } from './provider.js';
 import { runtimeDefaultProfile } from './default-profile.js';
 
+const LOCALHOST_REF_FIELD = 'security_context.seccomp.localhost_ref';
 const PROFILE_SCHEMA_ID = 'https://berth.dev/schemas/seccomp-profile.schema.json';
 
-/** Profiles larger than this are refused before parsing. */
-const MAX_PROFILE_BYTES = 4 * 1024 * 1024;
+/**
+ * Largest accepted profile file, checked before it is read. A profile lists a few hundred
+ * syscall names, an estimated tens of KiB, so 1 MiB leaves ample room.
+ */
+export const MAX_PROFILE_BYTES = 1024 * 1024;
 
 /**
  * The core's seccomp provider, registered as "builtin": RuntimeDefault is berth's own profile
@@ -51,9 +55,9 @@ export class BuiltinSeccompProvider implements SeccompProfileProvider {
       case 'Localhost': {
         const ref = profile.localhostRef ?? '';
         if (!path.isAbsolute(ref)) {
-          throw new InvalidArgumentError(`seccomp.localhost_ref: ${JSON.stringify(ref)} is not an absolute path to a profile file`);
+          throw new InvalidArgumentError(`${LOCALHOST_REF_FIELD}: ${JSON.stringify(ref)} is not an absolute path to a profile file`);
         }
-        const loaded = await loadProfile(ref, this.validate, 'seccomp.localhost_ref');
+        const loaded = await loadProfile(ref, this.validate, LOCALHOST_REF_FIELD);
         context.log.debug({ profile: ref }, 'Localhost seccomp profile loaded');
         return loaded;
       }
@@ -67,14 +71,14 @@ export class BuiltinSeccompProvider implements SeccompProfileProvider {
 
 /** Reads and validates a profile file; every problem is InvalidArgument naming the file and field. */
 async function loadProfile(file: string, validate: ValidateFunction, field: string): Promise<OciSeccomp> {
+  // Symlinks are followed because profile directories are often mounted config maps, whose
+  // files are symlinks. The regular-file check stops a FIFO or /dev/zero behind the link.
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    text = await readRegularFile(file, { maxBytes: MAX_PROFILE_BYTES });
   } catch (err) {
+    if (err instanceof FileLimitError) throw new InvalidArgumentError(`${field}: seccomp profile ${err.message}`);
     throw new InvalidArgumentError(`${field}: cannot read seccomp profile ${file}: ${errorMessage(err)}`);
-  }
-  if (text.length > MAX_PROFILE_BYTES) {
-    throw new InvalidArgumentError(`${field}: seccomp profile ${file} is larger than ${MAX_PROFILE_BYTES} bytes`);
   }
 
   let data: unknown;

@@ -172,6 +172,7 @@ describe('pod networking through the CRI socket', () => {
     await daemon.client.runtime.StopPodSandbox({ pod_sandbox_id: pod.id });
     assert.deepEqual(await network.allocations(), allocationsBefore);
     assert.deepEqual(await network.veths(), vethsBefore);
+    assert.deepEqual(await podIps(daemon, pod.id), { ip: '', additional: [] }, 'a stopped pod still reports its released IP');
     assert.ok(!(await readdir(path.join(daemon.dir, 'root/network/cni/cache'))).includes(pod.id), 'the attachment record outlived stop');
 
     await daemon.client.runtime.StopPodSandbox({ pod_sandbox_id: pod.id });
@@ -323,6 +324,12 @@ describe('pod networking across restarts and address families', () => {
     await daemon.client.runtime.StopPodSandbox({ pod_sandbox_id: pod.id });
     assert.deepEqual(await network.allocations(), [], 'addresses stayed allocated after the restart');
     assert.deepEqual(await network.veths(), []);
+    assert.deepEqual(await podIps(daemon, pod.id), { ip: '', additional: [] }, 'a stopped pod still reports its released IPs');
+
+    // The cleared addresses are persisted: a restarted daemon reports none either.
+    await daemon.kill();
+    daemon = await startNetworkDaemon(network, cgroupParent, daemon.dir);
+    assert.deepEqual(await podIps(daemon, pod.id), { ip: '', additional: [] }, 'the stopped pod reports IPs again after a restart');
     await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: pod.id });
     assert.deepEqual(await mountsUnder(path.join(daemon.dir, 'run/sandboxes')), []);
   });

@@ -1,9 +1,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { constants } from 'node:fs';
+import { mkdir, mkdtemp, open, rm, symlink, truncate, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import os from 'node:os';
 import path from 'node:path';
-import { resolveUser } from '../../src/container/user.js';
+import { MAX_ACCOUNT_FILE_BYTES, resolveUser } from '../../src/container/user.js';
 
 let rootfs: string;
 let outside: string;
@@ -58,3 +61,74 @@ test('passwd symlink stays inside the rootfs', async () => {
   await assert.rejects(resolveUser(other, { ...base, imageUser: 'evil' }), /user "evil" is not in the image's/);
   await rm(other, { recursive: true, force: true });
 });
+
+test('oversized /etc/passwd is rejected', async () => {
+  const image = await mkdtemp(path.join(os.tmpdir(), 'berth-user-huge-'));
+  try {
+    await mkdir(path.join(image, 'etc'));
+    await writeFile(path.join(image, 'etc/passwd'), '');
+    await truncate(path.join(image, 'etc/passwd'), 2 * 1024 ** 3);
+    await assert.rejects(
+      resolveUser(image, base),
+      new RegExp(`image file /etc/passwd: .*/etc/passwd is 2147483648 bytes, larger than the limit of ${MAX_ACCOUNT_FILE_BYTES} bytes`),
+    );
+  } finally {
+    await rm(image, { recursive: true, force: true });
+  }
+});
+
+test('/etc/group at the size limit is read', async () => {
+  const image = await mkdtemp(path.join(os.tmpdir(), 'berth-user-limit-'));
+  try {
+    await mkdir(path.join(image, 'etc'));
+    await writeFile(path.join(image, 'etc/passwd'), 'app:x:1000:1000:app:/home/app:/bin/sh\n');
+    await writeFile(path.join(image, 'etc/group'), 'video:x:44:app\n'.padEnd(MAX_ACCOUNT_FILE_BYTES, '#'));
+    assert.deepEqual((await resolveUser(image, { ...base, imageUser: 'app' })).additionalGids, [44]);
+
+    await writeFile(path.join(image, 'etc/group'), 'video:x:44:app\n'.padEnd(MAX_ACCOUNT_FILE_BYTES + 1, '#'));
+    await assert.rejects(resolveUser(image, { ...base, imageUser: 'app' }), /image file \/etc\/group: .* larger than the limit/);
+  } finally {
+    await rm(image, { recursive: true, force: true });
+  }
+});
+
+test('/etc/passwd must be a regular file', { timeout: 10_000 }, async () => {
+  const image = await mkdtemp(path.join(os.tmpdir(), 'berth-user-fifo-'));
+  const fifo = path.join(image, 'etc/passwd');
+  try {
+    await mkdir(path.join(image, 'etc'));
+    await promisify(execFile)('mkfifo', [fifo]);
+    await assert.rejects(resolveUser(image, base), /image file \/etc\/passwd: .* is not a regular file \(it is a FIFO\)/);
+
+    await rm(fifo);
+    await mkdir(fifo);
+    await assert.rejects(resolveUser(image, base), /image file \/etc\/passwd: .* is not a regular file \(it is a directory\)/);
+  } finally {
+    await releaseFifoReaders(fifo);
+    await rm(image, { recursive: true, force: true });
+  }
+});
+
+test('/etc/group symlink to a device is rejected', { timeout: 10_000, skip: process.getuid?.() !== 0 && 'mknod needs root' }, async () => {
+  const image = await mkdtemp(path.join(os.tmpdir(), 'berth-user-zero-'));
+  try {
+    await mkdir(path.join(image, 'etc'));
+    await mkdir(path.join(image, 'dev'));
+    // The link target resolves inside the rootfs, so the image carries its own /dev/zero node.
+    await promisify(execFile)('mknod', [path.join(image, 'dev/zero'), 'c', '1', '5']);
+    await symlink('/dev/zero', path.join(image, 'etc/group'));
+    await assert.rejects(resolveUser(image, base), /image file \/etc\/group: .*\/dev\/zero is not a regular file \(it is a character device\)/);
+  } finally {
+    await rm(image, { recursive: true, force: true });
+  }
+});
+
+/** Opens and closes the write end of `fifo`, which ends any read blocked on it. */
+async function releaseFifoReaders(fifo: string): Promise<void> {
+  try {
+    const writer = await open(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+    await writer.close();
+  } catch {
+    // ENXIO or ENOENT: no reader has the FIFO open, so nothing is blocked.
+  }
+}
