@@ -155,11 +155,27 @@ export class ContainerService implements SandboxContainers {
       if (filter.sandboxId && !candidate.sandboxId.startsWith(filter.sandboxId)) continue;
       if (filter.labels && !matchesLabels(candidate.config.labels, filter.labels)) continue;
 
-      const record = await this.refresh(candidate, log.child({ container_id: candidate.id }));
+      const record = await this.refreshListed(candidate, log.child({ container_id: candidate.id }));
+      if (!record) continue;
       if (filter.state && record.state !== filter.state) continue;
       result.push(record);
     }
     return result;
+  }
+
+  /**
+   * Refreshes a container for a listing. Returns undefined when it was removed meanwhile. A
+   * runtime that cannot report the state is logged and the last known state is returned, so
+   * that one container does not fail the whole listing.
+   */
+  private async refreshListed(candidate: ContainerRecord, log: Logger): Promise<ContainerRecord | undefined> {
+    try {
+      return await this.refresh(candidate, log);
+    } catch (err) {
+      if (err instanceof NotFoundError) return undefined;
+      log.error({ err: errorMessage(err), handler: candidate.runtimeHandler }, 'cannot read the container state from the runtime; listing its last known state');
+      return candidate;
+    }
   }
 
   /**
@@ -222,8 +238,12 @@ export class ContainerService implements SandboxContainers {
 
   async stopAll(sandboxId: string, timeoutSeconds: number, log: Logger): Promise<void> {
     const members = this.store.list().filter((record) => record.sandboxId === sandboxId && record.state !== 'creating');
+    // A RemoveContainer may have run between the listing and taking the lock.
     const stop = (record: ContainerRecord): Promise<void> =>
-      this.locks.run(record.id, () => this.stopLocked(record, timeoutSeconds, log.child({ container_id: record.id })));
+      this.locks.run(record.id, async () => {
+        const current = this.store.get(record.id);
+        if (current) await this.stopLocked(current, timeoutSeconds, log.child({ container_id: record.id }));
+      });
 
     // Application containers together, so that the grace periods overlap; the infra container,
     // whose PID namespace they may share, goes last.
@@ -234,7 +254,10 @@ export class ContainerService implements SandboxContainers {
   async removeAll(sandboxId: string, log: Logger): Promise<void> {
     const members = this.store.list().filter((record) => record.sandboxId === sandboxId);
     const remove = (record: ContainerRecord): Promise<void> =>
-      this.locks.run(record.id, () => this.removeLocked(record, log.child({ container_id: record.id })));
+      this.locks.run(record.id, async () => {
+        const current = this.store.get(record.id);
+        if (current) await this.removeLocked(current, log.child({ container_id: record.id }));
+      });
 
     await settleAll(members.filter((record) => !record.infra).map(remove));
     await settleAll(members.filter((record) => record.infra).map(remove));
@@ -460,12 +483,14 @@ export class ContainerService implements SandboxContainers {
 
   /**
    * Brings a created or running record up to date with the runtime. An exit becomes final: the
-   * record gets the exit code, finish time and reason and is persisted.
+   * record gets the exit code, finish time and reason and is persisted. Callers need not hold
+   * the container's lock, so the change is applied to the store's latest copy and only while
+   * the record exists. Throws NotFoundError when the container was removed meanwhile.
    */
   private async refresh(record: ContainerRecord, log: Logger): Promise<ContainerRecord> {
     if (record.state !== 'created' && record.state !== 'running') return record;
     const handler = this.handlers.list().find((candidate) => candidate.name === record.runtimeHandler);
-    if (!handler) return record;
+    if (!handler) return handlerMissingView(record);
 
     let state;
     try {
@@ -478,26 +503,28 @@ export class ContainerService implements SandboxContainers {
         throw err;
       }
     }
-    if (state.status !== 'stopped') {
-      if (state.status === 'running' && record.state === 'created') {
-        const updated: ContainerRecord = { ...record, state: 'running', startedAtNs: record.startedAtNs ?? nowNs() };
-        await this.store.save(updated);
-        return updated;
-      }
-      return record;
-    }
 
-    const exitCode = state.exitCode ?? 255;
-    const updated: ContainerRecord = {
-      ...record,
-      state: 'exited',
-      exitCode,
-      finishedAtNs: state.finishedAtNs !== undefined ? String(state.finishedAtNs) : nowNs(),
-      reason: state.oomKilled ? 'OOMKilled' : exitCode === 0 ? 'Completed' : 'Error',
-      message: state.exitCode === undefined ? 'exit code unknown: the container monitor recorded none' : '',
-    };
-    await this.store.save(updated);
-    log.info({ exit_code: exitCode, reason: updated.reason }, 'container exited');
+    let exited = false;
+    const updated = await this.store.update(record.id, (current) => {
+      if (current.state !== 'created' && current.state !== 'running') return current;
+      if (state.status === 'running' && current.state === 'created') {
+        return { ...current, state: 'running', startedAtNs: current.startedAtNs ?? nowNs() };
+      }
+      if (state.status !== 'stopped') return current;
+
+      exited = true;
+      const exitCode = state.exitCode ?? 255;
+      return {
+        ...current,
+        state: 'exited',
+        exitCode,
+        finishedAtNs: state.finishedAtNs !== undefined ? String(state.finishedAtNs) : nowNs(),
+        reason: state.oomKilled ? 'OOMKilled' : exitCode === 0 ? 'Completed' : 'Error',
+        message: state.exitCode === undefined ? 'exit code unknown: the container monitor recorded none' : '',
+      };
+    });
+    if (!updated) throw new NotFoundError(`container ${record.id} not found (it was removed)`);
+    if (exited) log.info({ exit_code: updated.exitCode, reason: updated.reason }, 'container exited');
     return updated;
   }
 
@@ -593,6 +620,22 @@ function containerLogPath(sandbox: SandboxRecord, config: ContainerConfig__Outpu
     );
   }
   return resolved;
+}
+
+/**
+ * Returns how a created or running container whose runtime handler is no longer configured is
+ * reported: exited with reason `Unknown`, because no runtime can tell its state. The record on
+ * disk keeps its last state in case the handler comes back.
+ */
+function handlerMissingView(record: ContainerRecord): ContainerRecord {
+  return {
+    ...record,
+    state: 'exited',
+    exitCode: record.exitCode ?? 255,
+    finishedAtNs: record.finishedAtNs ?? '0',
+    reason: 'Unknown',
+    message: `runtime handler ${JSON.stringify(record.runtimeHandler)} is no longer configured, so the container's state cannot be read; it was ${record.state}`,
+  };
 }
 
 /** Returns the signal StopContainer sends first: the request's, else the image's StopSignal, else SIGTERM. */
