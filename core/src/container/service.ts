@@ -26,6 +26,7 @@ import { detectCgroupLayout } from '../cgroups/layout.js';
 import { ObjectStore } from '../state/object-store.js';
 import { CleanupStack } from '../util/cleanup.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
+import type { KeyedRwLock } from '../util/keyed-rw-lock.js';
 import { pathExists } from '../util/fs.js';
 import type { SandboxContainers, SandboxStore } from '../sandbox/service.js';
 import type { SandboxRecord } from '../sandbox/record.js';
@@ -68,30 +69,48 @@ export class ContainerService implements SandboxContainers {
     @inject(Tokens.ContainerStore) private readonly store: ContainerStore,
     @inject(Tokens.ImageStore) private readonly images: ImageStore,
     @inject(Tokens.SeccompProfileProvider) private readonly seccomp: SeccompProfileProvider,
+    @inject(Tokens.SandboxLocks) private readonly sandboxLocks: KeyedRwLock,
     @inject(Tokens.Logger) log: Logger,
   ) {
     this.oomScore = new OomScoreAdjLimiter(config.runtime.restrict_oom_score_adj, log);
   }
 
-  /** Creates a container in a ready sandbox and returns its id; on failure nothing stays behind. */
+  /**
+   * Creates a container in a ready sandbox and returns its id; on failure nothing stays behind.
+   * It holds the sandbox shared, so a StopPodSandbox or RemovePodSandbox waits for it and
+   * stops or removes the new container, or runs first and makes it fail.
+   */
   async create(sandboxId: string, config: ContainerConfig__Output, requestLog: Logger): Promise<string> {
-    const sandbox = this.sandboxes.get(sandboxId);
-    if (!sandbox || sandbox.state === 'creating') throw new NotFoundError(`pod sandbox ${sandboxId} not found`);
-    if (sandbox.state !== 'ready') {
-      throw new FailedPreconditionError(`pod sandbox ${sandboxId} is not ready (it was stopped); run a new sandbox for new containers`);
-    }
+    this.requireReadySandbox(sandboxId);
     if (!config.metadata || config.metadata.name === '') throw new InvalidArgumentError('config.metadata.name: must not be empty');
     if (!config.image || config.image.image === '') throw new InvalidArgumentError('config.image.image: must not be empty');
 
-    const image = await this.images.get(config.image.image);
-    if (!image) {
-      throw new NotFoundError(`image ${JSON.stringify(config.image.image)} not found in the image store; pull it first`);
-    }
-    return this.createFromImage(sandbox, config, image, false, requestLog);
+    return this.sandboxLocks.shared(sandboxId, async () => {
+      // The sandbox may have been stopped or removed while this call waited for the lock.
+      const sandbox = this.requireReadySandbox(sandboxId);
+      const image = await this.images.get(config.image!.image);
+      if (!image) {
+        throw new NotFoundError(`image ${JSON.stringify(config.image!.image)} not found in the image store; pull it first`);
+      }
+      return this.createFromImage(sandbox, config, image, false, requestLog);
+    });
   }
 
+  /** Starts a created container; an application container needs its sandbox to be ready. */
   async start(id: string, requestLog: Logger): Promise<void> {
     const log = requestLog.child({ container_id: id });
+    const { sandboxId, infra } = this.require(id);
+    // RunPodSandbox starts the infra container before the sandbox is ready, and it holds the
+    // sandbox against a stop or remove itself.
+    if (infra) return this.startLocked(id, log);
+
+    await this.sandboxLocks.shared(sandboxId, async () => {
+      this.requireReadySandbox(sandboxId);
+      await this.startLocked(id, log);
+    });
+  }
+
+  private async startLocked(id: string, log: Logger): Promise<void> {
     await this.locks.run(id, async () => {
       const record = await this.refresh(this.require(id), log);
       if (record.state !== 'created') {
@@ -117,6 +136,16 @@ export class ContainerService implements SandboxContainers {
       await this.store.save({ ...record, state: 'running', startedAtNs: nowNs() });
       log.info('container started');
     });
+  }
+
+  /** Returns the sandbox if it is ready; throws NotFoundError or FailedPreconditionError naming it. */
+  private requireReadySandbox(sandboxId: string): SandboxRecord {
+    const sandbox = this.sandboxes.get(sandboxId);
+    if (!sandbox || sandbox.state === 'creating') throw new NotFoundError(`pod sandbox ${sandboxId} not found`);
+    if (sandbox.state !== 'ready') {
+      throw new FailedPreconditionError(`pod sandbox ${sandboxId} is ${sandbox.state}, not ready (it was stopped); run a new sandbox for new containers`);
+    }
+    return sandbox;
   }
 
   /**

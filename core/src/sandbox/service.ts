@@ -14,6 +14,7 @@ import type { PodSandboxConfig__Output } from '../cri/generated/runtime/v1/PodSa
 import type { NamespaceOption__Output } from '../cri/generated/runtime/v1/NamespaceOption.js';
 import { CleanupStack } from '../util/cleanup.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
+import type { KeyedRwLock } from '../util/keyed-rw-lock.js';
 import { removeCgroup } from '../cgroups/paths.js';
 import { ObjectStore } from '../state/object-store.js';
 import { isPinned, mountShm, pinNamespaces, unmountShm, unpinNamespaces, type PinnedKind } from './namespaces.js';
@@ -55,6 +56,7 @@ export class SandboxService {
     @inject(Tokens.PodNetwork) private readonly network: PodNetworkService,
     @inject(Tokens.SandboxStore) private readonly store: SandboxStore,
     @inject(Tokens.SandboxContainers) private readonly containers: SandboxContainers,
+    @inject(Tokens.SandboxLocks) private readonly sandboxLocks: KeyedRwLock,
   ) {}
 
   /** Runs a pod sandbox and returns its id. On failure nothing of it stays behind. */
@@ -96,33 +98,38 @@ export class SandboxService {
    */
   async stop(id: string, requestLog: Logger): Promise<void> {
     const log = requestLog.child({ sandbox_id: id });
-    await this.locks.run(id, async () => {
-      const record = this.store.get(id);
-      if (!record) {
-        log.info('pod sandbox not found; nothing to stop');
-        return;
-      }
-      await this.stopLocked(record, log);
-    });
+    // The exclusive hold waits for CreateContainer and StartContainer calls in the pod.
+    await this.locks.run(id, () =>
+      this.sandboxLocks.exclusive(id, async () => {
+        const record = this.store.get(id);
+        if (!record) {
+          log.info('pod sandbox not found; nothing to stop');
+          return;
+        }
+        await this.stopLocked(record, log);
+      }),
+    );
   }
 
   /** Removes the pod, its containers and everything it made. Idempotent. */
   async remove(id: string, requestLog: Logger): Promise<void> {
     const log = requestLog.child({ sandbox_id: id });
-    await this.locks.run(id, async () => {
-      const record = this.store.get(id);
-      if (!record) {
-        log.info('pod sandbox not found; nothing to remove');
-        return;
-      }
+    await this.locks.run(id, () =>
+      this.sandboxLocks.exclusive(id, async () => {
+        const record = this.store.get(id);
+        if (!record) {
+          log.info('pod sandbox not found; nothing to remove');
+          return;
+        }
 
-      await this.stopLocked(record, log);
-      await this.containers.removeAll(id, log);
-      await this.release(record, log);
-      await this.store.remove(id);
-      this.names.delete(sandboxNameKey(record.config));
-      log.info('pod sandbox removed');
-    });
+        await this.stopLocked(record, log);
+        await this.containers.removeAll(id, log);
+        await this.release(record, log);
+        await this.store.remove(id);
+        this.names.delete(sandboxNameKey(record.config));
+        log.info('pod sandbox removed');
+      }),
+    );
   }
 
   /** Returns the sandbox record; throws NotFoundError naming the id. */
