@@ -23,6 +23,7 @@ import type { ContainerConfig__Output } from '../cri/generated/runtime/v1/Contai
 import type { LinuxContainerResources__Output } from '../cri/generated/runtime/v1/LinuxContainerResources.js';
 import type { SecurityProfile__Output } from '../cri/generated/runtime/v1/SecurityProfile.js';
 import { detectCgroupLayout } from '../cgroups/layout.js';
+import { removeCgroup } from '../cgroups/paths.js';
 import { ObjectStore } from '../state/object-store.js';
 import { CleanupStack } from '../util/cleanup.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
@@ -304,25 +305,50 @@ export class ContainerService implements SandboxContainers {
   /**
    * Loads persisted containers at start-up. A container left in `creating` is deleted with
    * everything it names. The others get their state from the runtime, and that state includes
-   * exits that conmon recorded while the daemon was down.
+   * exits that conmon recorded while the daemon was down. A container that fails to recover is
+   * logged and stays listed, so that one bad record does not stop the daemon.
    */
   async recover(log: Logger): Promise<void> {
     const records = await this.store.load(log);
     for (const record of records) {
       const containerLog = log.child({ container_id: record.id, sandbox_id: record.sandboxId });
-      if (record.state === 'creating') {
-        containerLog.warn('container was being created when the daemon stopped; removing it');
-        await this.removeLocked(record, containerLog);
-        continue;
-      }
-      this.names.set(nameKey(record.sandboxId, record.config), record.id);
       try {
-        await this.refresh(record, containerLog);
+        await this.recoverOne(record, containerLog);
       } catch (err) {
-        containerLog.error({ err: errorMessage(err) }, 'cannot read the state of a recovered container');
+        containerLog.error({ err: errorMessage(err), handler: record.runtimeHandler, state: record.state }, 'cannot recover the container; it stays listed');
       }
     }
     log.info({ containers: this.store.list().length }, 'containers recovered');
+  }
+
+  private async recoverOne(record: ContainerRecord, log: Logger): Promise<void> {
+    if (record.state === 'creating') {
+      log.warn('container was being created when the daemon stopped; removing it');
+      try {
+        await this.removeLocked(record, log);
+      } catch (err) {
+        // Listed as exited, RemoveContainer or RemovePodSandbox can retry the removal.
+        const message = `the daemon stopped while creating the container, and removing it at start-up failed: ${errorMessage(err)}`;
+        await this.store.save({ ...record, state: 'exited', exitCode: 255, finishedAtNs: nowNs(), reason: 'Unknown', message });
+        this.names.set(nameKey(record.sandboxId, record.config), record.id);
+        throw err;
+      }
+      return;
+    }
+
+    this.names.set(nameKey(record.sandboxId, record.config), record.id);
+    if (!this.handlers.names().includes(record.runtimeHandler) && (record.state === 'created' || record.state === 'running')) {
+      log.error(
+        { handler: record.runtimeHandler, configured: this.handlers.names() },
+        `runtime handler of the container is no longer configured; reporting it exited with reason Unknown`,
+      );
+      return;
+    }
+    try {
+      await this.refresh(record, log);
+    } catch (err) {
+      log.error({ err: errorMessage(err), handler: record.runtimeHandler }, 'cannot read the state of a recovered container; it keeps its last known state');
+    }
   }
 
   private async createFromImage(
@@ -487,13 +513,31 @@ export class ContainerService implements SandboxContainers {
     if (handler) {
       await handler.driver.delete(record.id, log);
     } else {
-      log.error({ handler: record.runtimeHandler }, 'runtime handler of the container is no longer configured; its runtime state stays');
+      await this.removeWithoutHandler(record, log);
     }
     await this.images.removeRootfs(record.id, log);
     await rm(record.bundlePath, { recursive: true, force: true });
     await this.store.remove(record.id);
     if (this.names.get(nameKey(record.sandboxId, record.config)) === record.id) this.names.delete(nameKey(record.sandboxId, record.config));
     log.info('container removed');
+  }
+
+  /**
+   * Removes what can be removed of a container whose runtime handler is no longer configured:
+   * its cgroup, if no process is left in it. The runtime's own state (its state directory and
+   * any monitor process) stays, and the log names where it is.
+   */
+  private async removeWithoutHandler(record: ContainerRecord, log: Logger): Promise<void> {
+    const runtimeStateDir = path.join(this.config.runroot, 'runtimes', record.runtimeHandler);
+    try {
+      await removeCgroup(record.cgroupsPath);
+    } catch (err) {
+      log.error({ cgroup: record.cgroupsPath, err: errorMessage(err) }, 'cannot remove the cgroup of a container without runtime handler; a process may still run in it');
+    }
+    log.error(
+      { handler: record.runtimeHandler, runtime_state_dir: runtimeStateDir, configured: this.handlers.names() },
+      `runtime handler of the container is no longer configured, so its runtime state under ${runtimeStateDir} was not deleted; delete it with that runtime's delete command`,
+    );
   }
 
   /** Polls until the container has exited; returns false after `timeoutMs`. */

@@ -145,27 +145,51 @@ export class SandboxService {
 
   /**
    * Loads persisted sandboxes at start-up. A record left in `creating` by a crash is released
-   * and deleted; a ready sandbox whose namespaces are gone (after a reboot) becomes not ready.
+   * and deleted; a ready sandbox whose namespaces are gone (after a reboot) or whose runtime
+   * handler is no longer configured becomes not ready. A sandbox that fails to recover is
+   * logged and stays listed, so that one bad record does not stop the daemon.
    */
   async recover(log: Logger): Promise<void> {
     const records = await this.store.load(log);
     for (const record of records) {
       const sandboxLog = log.child({ sandbox_id: record.id });
-      if (record.state === 'creating') {
-        sandboxLog.warn('pod sandbox was being created when the daemon stopped; releasing it');
-        await this.containers.removeAll(record.id, sandboxLog);
-        await this.release(record, sandboxLog);
-        await this.store.remove(record.id);
-        continue;
-      }
-
-      this.names.set(sandboxNameKey(record.config), record.id);
-      if (record.state === 'ready' && !(await this.namespacesIntact(record))) {
-        sandboxLog.warn('pinned namespaces of a ready pod sandbox are gone (host reboot?); marking it not ready');
-        await this.store.save({ ...record, state: 'notready' });
+      try {
+        await this.recoverOne(record, sandboxLog);
+      } catch (err) {
+        sandboxLog.error({ err: errorMessage(err), handler: record.runtimeHandler, state: record.state }, 'cannot recover the pod sandbox; it stays listed');
       }
     }
     log.info({ sandboxes: this.store.list().length }, 'pod sandboxes recovered');
+  }
+
+  private async recoverOne(record: SandboxRecord, log: Logger): Promise<void> {
+    if (record.state === 'creating') {
+      log.warn('pod sandbox was being created when the daemon stopped; releasing it');
+      try {
+        await this.containers.removeAll(record.id, log);
+        await this.release(record, log);
+        await this.store.remove(record.id);
+      } catch (err) {
+        // Listed as not ready, RemovePodSandbox can retry the release.
+        await this.store.save({ ...record, state: 'notready' });
+        this.names.set(sandboxNameKey(record.config), record.id);
+        throw err;
+      }
+      return;
+    }
+
+    this.names.set(sandboxNameKey(record.config), record.id);
+    if (record.state !== 'ready') return;
+    if (!this.handlers.names().includes(record.runtimeHandler)) {
+      log.error(
+        { handler: record.runtimeHandler, configured: this.handlers.names() },
+        'runtime handler of the pod sandbox is no longer configured; marking it not ready',
+      );
+      await this.store.save({ ...record, state: 'notready' });
+    } else if (!(await this.namespacesIntact(record))) {
+      log.warn('pinned namespaces of a ready pod sandbox are gone (host reboot?); marking it not ready');
+      await this.store.save({ ...record, state: 'notready' });
+    }
   }
 
   private async create(
