@@ -101,8 +101,8 @@ export class ContainerService implements SandboxContainers {
   async start(id: string, requestLog: Logger): Promise<void> {
     const log = requestLog.child({ container_id: id });
     const { sandboxId, infra } = this.require(id);
-    // RunPodSandbox starts the infra container before the sandbox is ready, and it holds the
-    // sandbox against a stop or remove itself.
+    // RunPodSandbox starts the infra container before the sandbox is ready, and its own sandbox
+    // lock keeps StopPodSandbox and RemovePodSandbox waiting meanwhile.
     if (infra) return this.startLocked(id, log);
 
     await this.sandboxLocks.shared(sandboxId, async () => {
@@ -697,7 +697,7 @@ function containerLogPath(sandbox: SandboxRecord, config: ContainerConfig__Outpu
 
 /**
  * Returns how a created or running container whose runtime handler is no longer configured is
- * reported: exited with reason `Unknown`, because no runtime can tell its state. The record on
+ * reported: exited with reason `Unknown`, because no configured runtime can read its state. The record on
  * disk keeps its last state in case the handler comes back.
  */
 function handlerMissingView(record: ContainerRecord): ContainerRecord {

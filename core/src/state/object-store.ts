@@ -43,7 +43,7 @@ export class ObjectStore<T extends { id: string }> {
 
   /**
    * Replaces the record `id` with `change(current)` and persists it, only while the record
-   * exists. `change` sees the latest copy and returns `current` itself to leave it as it is.
+   * exists. `change` receives the latest copy and returns `current` itself to leave it as it is.
    * Returns the record as stored afterwards, or undefined when it was removed, in which case
    * nothing is written.
    */

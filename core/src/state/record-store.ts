@@ -35,7 +35,7 @@ export class RecordStore<T extends { id: string }> {
 
   /**
    * Loads every record. A record that cannot be parsed, or whose id does not match its file
-   * name, is renamed to `<id>.json.corrupt` and logged, so that one bad file neither stops the
+   * name, is renamed to `<name>.json.corrupt` and logged, so that one bad file neither stops the
    * daemon nor is lost. Leftover temp files of an interrupted write are removed.
    */
   async loadAll(log: Logger): Promise<T[]> {
@@ -78,7 +78,10 @@ export class RecordStore<T extends { id: string }> {
 /** Throws unless `record` is an object whose `id` is `id`, the name of its file. */
 function checkRecord(record: unknown, id: string): void {
   if (typeof record !== 'object' || record === null || Array.isArray(record)) {
-    throw new Error(`the file contains ${Array.isArray(record) ? 'an array' : typeof record === 'object' ? 'null' : typeof record}, not a JSON object`);
+    let found: string = typeof record;
+    if (record === null) found = 'null';
+    if (Array.isArray(record)) found = 'an array';
+    throw new Error(`the file contains ${found}, not a JSON object`);
   }
   const recordId = (record as { id?: unknown }).id;
   if (recordId !== id) throw new Error(`the record's id ${JSON.stringify(recordId)} does not match its file name (${id}.json)`);

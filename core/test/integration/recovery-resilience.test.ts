@@ -34,7 +34,7 @@ describe('recovery resilience', () => {
     const exited = await startContainer(daemon, podA, containerConfig('exited', images.busybox, ['sh', '-c', 'exit 3']));
     await waitExited(daemon, exited);
 
-    // The crun container exits while the daemon is down, so its record still says running.
+    // The crun container exits while the daemon is down, so its record still has state running.
     const podB = await runPod(daemon, 'crun', 'dropped');
     const orphaned = await startContainer(daemon, podB, containerConfig('orphaned', images.busybox, ['sh', '-c', 'sleep 2; exit 4']));
 
@@ -44,7 +44,7 @@ describe('recovery resilience', () => {
     await daemon.stop();
     const containersDir = path.join(daemon.dir, 'root/containers');
     await writeFile(path.join(containersDir, `${corrupt}.json`), '{"id": "');
-    // Pod C now looks half-created, and releasing it fails: its cgroup still holds the process
+    // Pod C now looks half-created, and releasing it fails: its cgroup still contains the process
     // of the container whose record is lost.
     const podCFile = path.join(daemon.dir, 'root/sandboxes', `${podC.id}.json`);
     const podCRecord = JSON.parse(await readFile(podCFile, 'utf8')) as { state: string };

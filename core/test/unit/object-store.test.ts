@@ -15,7 +15,7 @@ interface Item {
   count: number;
 }
 
-/** A logger whose JSON lines are kept in `lines`. */
+/** Creates a logger that keeps its JSON lines, parsed by `lines()`. */
 function capturingLogger(): { log: ReturnType<typeof createLogger>; lines: () => Record<string, unknown>[] } {
   const stream = new PassThrough();
   const chunks: string[] = [];
@@ -70,7 +70,7 @@ describe('ObjectStore', () => {
       const id = `item${round}`;
       await store.save({ id, count: 0 });
 
-      // Start the update first, let it reach its file write, then remove; and the other way round.
+      // Even rounds let the update reach its file write before the remove starts; odd rounds start both at once.
       const update = store.update(id, (current) => ({ ...current, count: current.count + 1 }));
       if (round % 2 === 0) await nextTurn();
       const removal = store.remove(id);
