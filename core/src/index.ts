@@ -11,3 +11,4 @@ export { CORE_API_VERSION } from './plugins/manifest.js';
 export * from './runtime/oci-cli/index.js';
 export { detectCgroupLayout, parseCgroupMounts, type CgroupLayout } from './cgroups/layout.js';
 export { KeyedMutex } from './util/keyed-mutex.js';
+export { syncDirectory, writeJsonAtomic } from './state/json-file.js';

@@ -18,7 +18,11 @@ export interface ContainerRecord {
   startedAtNs?: string;
   finishedAtNs?: string;
   exitCode?: number;
-  /** `Completed`, `Error` or `OOMKilled` once exited. */
+  /**
+   * `Completed`, `Error` or `OOMKilled` once exited; `StartError` when the start failed;
+   * `Unknown` when an interrupted create could not be undone, or, in reports only, when the
+   * container's runtime handler is no longer configured.
+   */
   reason?: string;
   message?: string;
   /** The CreateContainer config as received. */

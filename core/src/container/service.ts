@@ -23,9 +23,11 @@ import type { ContainerConfig__Output } from '../cri/generated/runtime/v1/Contai
 import type { LinuxContainerResources__Output } from '../cri/generated/runtime/v1/LinuxContainerResources.js';
 import type { SecurityProfile__Output } from '../cri/generated/runtime/v1/SecurityProfile.js';
 import { detectCgroupLayout } from '../cgroups/layout.js';
+import { removeCgroup } from '../cgroups/paths.js';
 import { ObjectStore } from '../state/object-store.js';
 import { CleanupStack } from '../util/cleanup.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
+import type { KeyedRwLock } from '../util/keyed-rw-lock.js';
 import { pathExists } from '../util/fs.js';
 import type { SandboxContainers, SandboxStore } from '../sandbox/service.js';
 import type { SandboxRecord } from '../sandbox/record.js';
@@ -68,30 +70,48 @@ export class ContainerService implements SandboxContainers {
     @inject(Tokens.ContainerStore) private readonly store: ContainerStore,
     @inject(Tokens.ImageStore) private readonly images: ImageStore,
     @inject(Tokens.SeccompProfileProvider) private readonly seccomp: SeccompProfileProvider,
+    @inject(Tokens.SandboxLocks) private readonly sandboxLocks: KeyedRwLock,
     @inject(Tokens.Logger) log: Logger,
   ) {
     this.oomScore = new OomScoreAdjLimiter(config.runtime.restrict_oom_score_adj, log);
   }
 
-  /** Creates a container in a ready sandbox and returns its id; on failure nothing stays behind. */
+  /**
+   * Creates a container in a ready sandbox and returns its id; on failure nothing stays behind.
+   * It holds the sandbox shared, so a StopPodSandbox or RemovePodSandbox waits for it and
+   * stops or removes the new container, or runs first and makes it fail.
+   */
   async create(sandboxId: string, config: ContainerConfig__Output, requestLog: Logger): Promise<string> {
-    const sandbox = this.sandboxes.get(sandboxId);
-    if (!sandbox || sandbox.state === 'creating') throw new NotFoundError(`pod sandbox ${sandboxId} not found`);
-    if (sandbox.state !== 'ready') {
-      throw new FailedPreconditionError(`pod sandbox ${sandboxId} is not ready (it was stopped); run a new sandbox for new containers`);
-    }
+    this.requireReadySandbox(sandboxId);
     if (!config.metadata || config.metadata.name === '') throw new InvalidArgumentError('config.metadata.name: must not be empty');
     if (!config.image || config.image.image === '') throw new InvalidArgumentError('config.image.image: must not be empty');
 
-    const image = await this.images.get(config.image.image);
-    if (!image) {
-      throw new NotFoundError(`image ${JSON.stringify(config.image.image)} not found in the image store; pull it first`);
-    }
-    return this.createFromImage(sandbox, config, image, false, requestLog);
+    return this.sandboxLocks.shared(sandboxId, async () => {
+      // The sandbox may have been stopped or removed while this call waited for the lock.
+      const sandbox = this.requireReadySandbox(sandboxId);
+      const image = await this.images.get(config.image!.image);
+      if (!image) {
+        throw new NotFoundError(`image ${JSON.stringify(config.image!.image)} not found in the image store; pull it first`);
+      }
+      return this.createFromImage(sandbox, config, image, false, requestLog);
+    });
   }
 
+  /** Starts a created container; an application container needs its sandbox to be ready. */
   async start(id: string, requestLog: Logger): Promise<void> {
     const log = requestLog.child({ container_id: id });
+    const { sandboxId, infra } = this.require(id);
+    // RunPodSandbox starts the infra container before the sandbox is ready, and its own sandbox
+    // lock keeps StopPodSandbox and RemovePodSandbox waiting meanwhile.
+    if (infra) return this.startLocked(id, log);
+
+    await this.sandboxLocks.shared(sandboxId, async () => {
+      this.requireReadySandbox(sandboxId);
+      await this.startLocked(id, log);
+    });
+  }
+
+  private async startLocked(id: string, log: Logger): Promise<void> {
     await this.locks.run(id, async () => {
       const record = await this.refresh(this.require(id), log);
       if (record.state !== 'created') {
@@ -117,6 +137,16 @@ export class ContainerService implements SandboxContainers {
       await this.store.save({ ...record, state: 'running', startedAtNs: nowNs() });
       log.info('container started');
     });
+  }
+
+  /** Returns the sandbox if it is ready; throws NotFoundError or FailedPreconditionError naming it. */
+  private requireReadySandbox(sandboxId: string): SandboxRecord {
+    const sandbox = this.sandboxes.get(sandboxId);
+    if (!sandbox || sandbox.state === 'creating') throw new NotFoundError(`pod sandbox ${sandboxId} not found`);
+    if (sandbox.state !== 'ready') {
+      throw new FailedPreconditionError(`pod sandbox ${sandboxId} is ${sandbox.state}, not ready (it was stopped); run a new sandbox for new containers`);
+    }
+    return sandbox;
   }
 
   /**
@@ -155,11 +185,27 @@ export class ContainerService implements SandboxContainers {
       if (filter.sandboxId && !candidate.sandboxId.startsWith(filter.sandboxId)) continue;
       if (filter.labels && !matchesLabels(candidate.config.labels, filter.labels)) continue;
 
-      const record = await this.refresh(candidate, log.child({ container_id: candidate.id }));
+      const record = await this.refreshListed(candidate, log.child({ container_id: candidate.id }));
+      if (!record) continue;
       if (filter.state && record.state !== filter.state) continue;
       result.push(record);
     }
     return result;
+  }
+
+  /**
+   * Refreshes a container for a listing. Returns undefined when it was removed meanwhile. A
+   * runtime that cannot report the state is logged and the last known state is returned, so
+   * that one container does not fail the whole listing.
+   */
+  private async refreshListed(candidate: ContainerRecord, log: Logger): Promise<ContainerRecord | undefined> {
+    try {
+      return await this.refresh(candidate, log);
+    } catch (err) {
+      if (err instanceof NotFoundError) return undefined;
+      log.error({ err: errorMessage(err), handler: candidate.runtimeHandler }, 'cannot read the container state from the runtime; listing its last known state');
+      return candidate;
+    }
   }
 
   /**
@@ -222,8 +268,12 @@ export class ContainerService implements SandboxContainers {
 
   async stopAll(sandboxId: string, timeoutSeconds: number, log: Logger): Promise<void> {
     const members = this.store.list().filter((record) => record.sandboxId === sandboxId && record.state !== 'creating');
+    // A RemoveContainer may have run between the listing and taking the lock.
     const stop = (record: ContainerRecord): Promise<void> =>
-      this.locks.run(record.id, () => this.stopLocked(record, timeoutSeconds, log.child({ container_id: record.id })));
+      this.locks.run(record.id, async () => {
+        const current = this.store.get(record.id);
+        if (current) await this.stopLocked(current, timeoutSeconds, log.child({ container_id: record.id }));
+      });
 
     // Application containers together, so that the grace periods overlap; the infra container,
     // whose PID namespace they may share, goes last.
@@ -234,7 +284,10 @@ export class ContainerService implements SandboxContainers {
   async removeAll(sandboxId: string, log: Logger): Promise<void> {
     const members = this.store.list().filter((record) => record.sandboxId === sandboxId);
     const remove = (record: ContainerRecord): Promise<void> =>
-      this.locks.run(record.id, () => this.removeLocked(record, log.child({ container_id: record.id })));
+      this.locks.run(record.id, async () => {
+        const current = this.store.get(record.id);
+        if (current) await this.removeLocked(current, log.child({ container_id: record.id }));
+      });
 
     await settleAll(members.filter((record) => !record.infra).map(remove));
     await settleAll(members.filter((record) => record.infra).map(remove));
@@ -252,25 +305,50 @@ export class ContainerService implements SandboxContainers {
   /**
    * Loads persisted containers at start-up. A container left in `creating` is deleted with
    * everything it names. The others get their state from the runtime, and that state includes
-   * exits that conmon recorded while the daemon was down.
+   * exits that conmon recorded while the daemon was down. A container that fails to recover is
+   * logged and stays listed, so that one bad record does not stop the daemon.
    */
   async recover(log: Logger): Promise<void> {
     const records = await this.store.load(log);
     for (const record of records) {
       const containerLog = log.child({ container_id: record.id, sandbox_id: record.sandboxId });
-      if (record.state === 'creating') {
-        containerLog.warn('container was being created when the daemon stopped; removing it');
-        await this.removeLocked(record, containerLog);
-        continue;
-      }
-      this.names.set(nameKey(record.sandboxId, record.config), record.id);
       try {
-        await this.refresh(record, containerLog);
+        await this.recoverOne(record, containerLog);
       } catch (err) {
-        containerLog.error({ err: errorMessage(err) }, 'cannot read the state of a recovered container');
+        containerLog.error({ err: errorMessage(err), handler: record.runtimeHandler, state: record.state }, 'cannot recover the container; it stays listed');
       }
     }
     log.info({ containers: this.store.list().length }, 'containers recovered');
+  }
+
+  private async recoverOne(record: ContainerRecord, log: Logger): Promise<void> {
+    if (record.state === 'creating') {
+      log.warn('container was being created when the daemon stopped; removing it');
+      try {
+        await this.removeLocked(record, log);
+      } catch (err) {
+        // Listed as exited, RemoveContainer or RemovePodSandbox can retry the removal.
+        const message = `the daemon stopped while creating the container, and removing it at start-up failed: ${errorMessage(err)}`;
+        await this.store.save({ ...record, state: 'exited', exitCode: 255, finishedAtNs: nowNs(), reason: 'Unknown', message });
+        this.names.set(nameKey(record.sandboxId, record.config), record.id);
+        throw err;
+      }
+      return;
+    }
+
+    this.names.set(nameKey(record.sandboxId, record.config), record.id);
+    if (!this.handlers.names().includes(record.runtimeHandler) && (record.state === 'created' || record.state === 'running')) {
+      log.error(
+        { handler: record.runtimeHandler, configured: this.handlers.names() },
+        `runtime handler of the container is no longer configured; reporting it exited with reason Unknown`,
+      );
+      return;
+    }
+    try {
+      await this.refresh(record, log);
+    } catch (err) {
+      log.error({ err: errorMessage(err), handler: record.runtimeHandler }, 'cannot read the state of a recovered container; it keeps its last known state');
+    }
   }
 
   private async createFromImage(
@@ -435,13 +513,31 @@ export class ContainerService implements SandboxContainers {
     if (handler) {
       await handler.driver.delete(record.id, log);
     } else {
-      log.error({ handler: record.runtimeHandler }, 'runtime handler of the container is no longer configured; its runtime state stays');
+      await this.removeWithoutHandler(record, log);
     }
     await this.images.removeRootfs(record.id, log);
     await rm(record.bundlePath, { recursive: true, force: true });
     await this.store.remove(record.id);
     if (this.names.get(nameKey(record.sandboxId, record.config)) === record.id) this.names.delete(nameKey(record.sandboxId, record.config));
     log.info('container removed');
+  }
+
+  /**
+   * Removes what can be removed of a container whose runtime handler is no longer configured:
+   * its cgroup, if no process is left in it. The runtime's own state (its state directory and
+   * any monitor process) stays, and the log names where it is.
+   */
+  private async removeWithoutHandler(record: ContainerRecord, log: Logger): Promise<void> {
+    const runtimeStateDir = path.join(this.config.runroot, 'runtimes', record.runtimeHandler);
+    try {
+      await removeCgroup(record.cgroupsPath);
+    } catch (err) {
+      log.error({ cgroup: record.cgroupsPath, err: errorMessage(err) }, 'cannot remove the cgroup of a container without runtime handler; a process may still run in it');
+    }
+    log.error(
+      { handler: record.runtimeHandler, runtime_state_dir: runtimeStateDir, configured: this.handlers.names() },
+      `runtime handler of the container is no longer configured, so its runtime state under ${runtimeStateDir} was not deleted; delete it with that runtime's delete command`,
+    );
   }
 
   /** Polls until the container has exited; returns false after `timeoutMs`. */
@@ -460,12 +556,14 @@ export class ContainerService implements SandboxContainers {
 
   /**
    * Brings a created or running record up to date with the runtime. An exit becomes final: the
-   * record gets the exit code, finish time and reason and is persisted.
+   * record gets the exit code, finish time and reason and is persisted. Callers need not hold
+   * the container's lock, so the change is applied to the store's latest copy and only while
+   * the record exists. Throws NotFoundError when the container was removed meanwhile.
    */
   private async refresh(record: ContainerRecord, log: Logger): Promise<ContainerRecord> {
     if (record.state !== 'created' && record.state !== 'running') return record;
     const handler = this.handlers.list().find((candidate) => candidate.name === record.runtimeHandler);
-    if (!handler) return record;
+    if (!handler) return handlerMissingView(record);
 
     let state;
     try {
@@ -478,26 +576,28 @@ export class ContainerService implements SandboxContainers {
         throw err;
       }
     }
-    if (state.status !== 'stopped') {
-      if (state.status === 'running' && record.state === 'created') {
-        const updated: ContainerRecord = { ...record, state: 'running', startedAtNs: record.startedAtNs ?? nowNs() };
-        await this.store.save(updated);
-        return updated;
-      }
-      return record;
-    }
 
-    const exitCode = state.exitCode ?? 255;
-    const updated: ContainerRecord = {
-      ...record,
-      state: 'exited',
-      exitCode,
-      finishedAtNs: state.finishedAtNs !== undefined ? String(state.finishedAtNs) : nowNs(),
-      reason: state.oomKilled ? 'OOMKilled' : exitCode === 0 ? 'Completed' : 'Error',
-      message: state.exitCode === undefined ? 'exit code unknown: the container monitor recorded none' : '',
-    };
-    await this.store.save(updated);
-    log.info({ exit_code: exitCode, reason: updated.reason }, 'container exited');
+    let exited = false;
+    const updated = await this.store.update(record.id, (current) => {
+      if (current.state !== 'created' && current.state !== 'running') return current;
+      if (state.status === 'running' && current.state === 'created') {
+        return { ...current, state: 'running', startedAtNs: current.startedAtNs ?? nowNs() };
+      }
+      if (state.status !== 'stopped') return current;
+
+      exited = true;
+      const exitCode = state.exitCode ?? 255;
+      return {
+        ...current,
+        state: 'exited',
+        exitCode,
+        finishedAtNs: state.finishedAtNs !== undefined ? String(state.finishedAtNs) : nowNs(),
+        reason: state.oomKilled ? 'OOMKilled' : exitCode === 0 ? 'Completed' : 'Error',
+        message: state.exitCode === undefined ? 'exit code unknown: the container monitor recorded none' : '',
+      };
+    });
+    if (!updated) throw new NotFoundError(`container ${record.id} not found (it was removed)`);
+    if (exited) log.info({ exit_code: updated.exitCode, reason: updated.reason }, 'container exited');
     return updated;
   }
 
@@ -593,6 +693,22 @@ function containerLogPath(sandbox: SandboxRecord, config: ContainerConfig__Outpu
     );
   }
   return resolved;
+}
+
+/**
+ * Returns how a created or running container whose runtime handler is no longer configured is
+ * reported: exited with reason `Unknown`, because no configured runtime can read its state. The record on
+ * disk keeps its last state in case the handler comes back.
+ */
+function handlerMissingView(record: ContainerRecord): ContainerRecord {
+  return {
+    ...record,
+    state: 'exited',
+    exitCode: record.exitCode ?? 255,
+    finishedAtNs: record.finishedAtNs ?? '0',
+    reason: 'Unknown',
+    message: `runtime handler ${JSON.stringify(record.runtimeHandler)} is no longer configured, so the container's state cannot be read; it was ${record.state}`,
+  };
 }
 
 /** Returns the signal StopContainer sends first: the request's, else the image's StopSignal, else SIGTERM. */

@@ -22,6 +22,7 @@ import { ContainerService, ContainerStore } from '../container/service.js';
 import { StatsService } from '../container/stats.js';
 import { BuiltinSeccompProvider } from '../seccomp/builtin.js';
 import type { SeccompProfileProvider, SeccompProfileProviderFactory } from '../seccomp/provider.js';
+import { KeyedRwLock } from '../util/keyed-rw-lock.js';
 import { Tokens } from './tokens.js';
 
 /** Everything the daemon built at start-up, with one call to release it. */
@@ -73,6 +74,7 @@ export async function buildContainer(config: BerthConfig, log: Logger): Promise<
     container.register(Tokens.SeccompProfileProvider, { useValue: await createSeccompProvider(config, plugins, log) });
 
     container.register(Tokens.SandboxStore, { useValue: new SandboxStore(path.join(config.root, 'sandboxes'), 'pod sandbox') });
+    container.register(Tokens.SandboxLocks, { useValue: new KeyedRwLock() });
     container.register(Tokens.ContainerStore, { useValue: new ContainerStore(path.join(config.root, 'containers'), 'container') });
     container.registerSingleton(Tokens.ContainerService, ContainerService);
     container.register(Tokens.SandboxContainers, { useToken: Tokens.ContainerService });

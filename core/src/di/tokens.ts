@@ -10,6 +10,7 @@ import type { CriHandlerGroup } from '../cri/handler.js';
 import type { SandboxContainers, SandboxService, SandboxStore } from '../sandbox/service.js';
 import type { ContainerService, ContainerStore } from '../container/service.js';
 import type { StatsService } from '../container/stats.js';
+import type { KeyedRwLock } from '../util/keyed-rw-lock.js';
 
 /** Injection tokens for the core's interfaces; implementations are registered in di/container.ts. */
 export const Tokens = {
@@ -23,6 +24,11 @@ export const Tokens = {
   SandboxStore: Symbol('SandboxStore') as InjectionToken<SandboxStore>,
   ContainerStore: Symbol('ContainerStore') as InjectionToken<ContainerStore>,
   SandboxService: Symbol('SandboxService') as InjectionToken<SandboxService>,
+  /**
+   * Readers-writer lock per pod sandbox id: creating or starting a container holds it shared,
+   * StopPodSandbox and RemovePodSandbox hold it exclusively.
+   */
+  SandboxLocks: Symbol('SandboxLocks') as InjectionToken<KeyedRwLock>,
   /** The container service seen from the sandbox service: stop, remove and infra containers. */
   SandboxContainers: Symbol('SandboxContainers') as InjectionToken<SandboxContainers>,
   ContainerService: Symbol('ContainerService') as InjectionToken<ContainerService>,

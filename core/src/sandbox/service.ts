@@ -14,6 +14,7 @@ import type { PodSandboxConfig__Output } from '../cri/generated/runtime/v1/PodSa
 import type { NamespaceOption__Output } from '../cri/generated/runtime/v1/NamespaceOption.js';
 import { CleanupStack } from '../util/cleanup.js';
 import { KeyedMutex } from '../util/keyed-mutex.js';
+import type { KeyedRwLock } from '../util/keyed-rw-lock.js';
 import { removeCgroup } from '../cgroups/paths.js';
 import { ObjectStore } from '../state/object-store.js';
 import { isPinned, mountShm, pinNamespaces, unmountShm, unpinNamespaces, type PinnedKind } from './namespaces.js';
@@ -55,6 +56,7 @@ export class SandboxService {
     @inject(Tokens.PodNetwork) private readonly network: PodNetworkService,
     @inject(Tokens.SandboxStore) private readonly store: SandboxStore,
     @inject(Tokens.SandboxContainers) private readonly containers: SandboxContainers,
+    @inject(Tokens.SandboxLocks) private readonly sandboxLocks: KeyedRwLock,
   ) {}
 
   /** Runs a pod sandbox and returns its id. On failure nothing of it stays behind. */
@@ -96,33 +98,38 @@ export class SandboxService {
    */
   async stop(id: string, requestLog: Logger): Promise<void> {
     const log = requestLog.child({ sandbox_id: id });
-    await this.locks.run(id, async () => {
-      const record = this.store.get(id);
-      if (!record) {
-        log.info('pod sandbox not found; nothing to stop');
-        return;
-      }
-      await this.stopLocked(record, log);
-    });
+    // The exclusive hold waits for CreateContainer and StartContainer calls in the pod.
+    await this.locks.run(id, () =>
+      this.sandboxLocks.exclusive(id, async () => {
+        const record = this.store.get(id);
+        if (!record) {
+          log.info('pod sandbox not found; nothing to stop');
+          return;
+        }
+        await this.stopLocked(record, log);
+      }),
+    );
   }
 
   /** Removes the pod, its containers and everything it made. Idempotent. */
   async remove(id: string, requestLog: Logger): Promise<void> {
     const log = requestLog.child({ sandbox_id: id });
-    await this.locks.run(id, async () => {
-      const record = this.store.get(id);
-      if (!record) {
-        log.info('pod sandbox not found; nothing to remove');
-        return;
-      }
+    await this.locks.run(id, () =>
+      this.sandboxLocks.exclusive(id, async () => {
+        const record = this.store.get(id);
+        if (!record) {
+          log.info('pod sandbox not found; nothing to remove');
+          return;
+        }
 
-      await this.stopLocked(record, log);
-      await this.containers.removeAll(id, log);
-      await this.release(record, log);
-      await this.store.remove(id);
-      this.names.delete(sandboxNameKey(record.config));
-      log.info('pod sandbox removed');
-    });
+        await this.stopLocked(record, log);
+        await this.containers.removeAll(id, log);
+        await this.release(record, log);
+        await this.store.remove(id);
+        this.names.delete(sandboxNameKey(record.config));
+        log.info('pod sandbox removed');
+      }),
+    );
   }
 
   /** Returns the sandbox record; throws NotFoundError naming the id. */
@@ -138,27 +145,51 @@ export class SandboxService {
 
   /**
    * Loads persisted sandboxes at start-up. A record left in `creating` by a crash is released
-   * and deleted; a ready sandbox whose namespaces are gone (after a reboot) becomes not ready.
+   * and deleted; a ready sandbox whose namespaces are gone (after a reboot) or whose runtime
+   * handler is no longer configured becomes not ready. A sandbox that fails to recover is
+   * logged and stays listed, so that one bad record does not stop the daemon.
    */
   async recover(log: Logger): Promise<void> {
     const records = await this.store.load(log);
     for (const record of records) {
       const sandboxLog = log.child({ sandbox_id: record.id });
-      if (record.state === 'creating') {
-        sandboxLog.warn('pod sandbox was being created when the daemon stopped; releasing it');
-        await this.containers.removeAll(record.id, sandboxLog);
-        await this.release(record, sandboxLog);
-        await this.store.remove(record.id);
-        continue;
-      }
-
-      this.names.set(sandboxNameKey(record.config), record.id);
-      if (record.state === 'ready' && !(await this.namespacesIntact(record))) {
-        sandboxLog.warn('pinned namespaces of a ready pod sandbox are gone (host reboot?); marking it not ready');
-        await this.store.save({ ...record, state: 'notready' });
+      try {
+        await this.recoverOne(record, sandboxLog);
+      } catch (err) {
+        sandboxLog.error({ err: errorMessage(err), handler: record.runtimeHandler, state: record.state }, 'cannot recover the pod sandbox; it stays listed');
       }
     }
     log.info({ sandboxes: this.store.list().length }, 'pod sandboxes recovered');
+  }
+
+  private async recoverOne(record: SandboxRecord, log: Logger): Promise<void> {
+    if (record.state === 'creating') {
+      log.warn('pod sandbox was being created when the daemon stopped; releasing it');
+      try {
+        await this.containers.removeAll(record.id, log);
+        await this.release(record, log);
+        await this.store.remove(record.id);
+      } catch (err) {
+        // Listed as not ready, RemovePodSandbox can retry the release.
+        await this.store.save({ ...record, state: 'notready' });
+        this.names.set(sandboxNameKey(record.config), record.id);
+        throw err;
+      }
+      return;
+    }
+
+    this.names.set(sandboxNameKey(record.config), record.id);
+    if (record.state !== 'ready') return;
+    if (!this.handlers.names().includes(record.runtimeHandler)) {
+      log.error(
+        { handler: record.runtimeHandler, configured: this.handlers.names() },
+        'runtime handler of the pod sandbox is no longer configured; marking it not ready',
+      );
+      await this.store.save({ ...record, state: 'notready' });
+    } else if (!(await this.namespacesIntact(record))) {
+      log.warn('pinned namespaces of a ready pod sandbox are gone (host reboot?); marking it not ready');
+      await this.store.save({ ...record, state: 'notready' });
+    }
   }
 
   private async create(

@@ -5,8 +5,9 @@ import { isErrno } from '../errors.js';
 
 /**
  * Writes `data` as JSON to `file` atomically: a temp file in the same directory is written,
- * flushed to disk and renamed over `file`, so a reader or a crash sees the old or the new
- * content, never a partial one.
+ * flushed to disk and renamed over `file`, and then the directory is flushed so that the new
+ * name survives a crash too. A reader or a crash sees the old or the new content, never a
+ * partial one.
  */
 export async function writeJsonAtomic(file: string, data: unknown, mode = 0o600): Promise<void> {
   const temp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
@@ -23,6 +24,17 @@ export async function writeJsonAtomic(file: string, data: unknown, mode = 0o600)
   } catch (err) {
     await unlink(temp).catch(() => undefined);
     throw err;
+  }
+  await syncDirectory(path.dirname(file));
+}
+
+/** Flushes the directory `dir` itself to disk, which makes a rename or a new entry in it durable. */
+export async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }
 

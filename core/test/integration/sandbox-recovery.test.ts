@@ -44,7 +44,7 @@ describe('sandbox recovery', () => {
     assert.equal(err.code, grpc.status.NOT_FOUND);
   });
 
-  test('unreadable record is skipped', async () => {
+  test('unreadable record is moved aside', async () => {
     await writeFile(path.join(daemon.dir, 'root/sandboxes', 'broken.json'), '{"id": ');
     await writeFile(path.join(daemon.dir, 'root/sandboxes', '.leftover.json.abc.tmp'), '{}');
     await daemon.stop();
@@ -54,6 +54,9 @@ describe('sandbox recovery', () => {
     assert.ok(Array.isArray(items));
     assert.ok(!(await entries(path.join(daemon.dir, 'root/sandboxes'))).includes('.leftover.json.abc.tmp'));
     assert.ok(daemon.logRecords().some((line) => String(line.msg).includes('cannot read pod sandbox record')));
+    const names = await entries(path.join(daemon.dir, 'root/sandboxes'));
+    assert.ok(names.includes('broken.json.corrupt'), names.join(', '));
+    assert.ok(!names.includes('broken.json'), names.join(', '));
   });
 
   test('200 run and remove cycles leak nothing', async () => {
@@ -67,7 +70,7 @@ describe('sandbox recovery', () => {
 
     assert.deepEqual(await mountsUnder(daemon.dir), beforeMounts);
     assert.deepEqual(await entries(runDir), []);
-    assert.deepEqual((await entries(path.join(daemon.dir, 'root/sandboxes'))).filter((name) => name !== 'broken.json'), []);
+    assert.deepEqual((await entries(path.join(daemon.dir, 'root/sandboxes'))).filter((name) => name !== 'broken.json.corrupt'), []);
     const { items } = await daemon.client.runtime.ListPodSandbox({});
     assert.deepEqual(items, []);
   });

@@ -1,7 +1,6 @@
-import { mkdir, readFile, readdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, rmdir } from 'node:fs/promises';
 import path from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { errorMessage, isErrno, type Logger } from '@berth/core';
+import { errorMessage, isErrno, syncDirectory, writeJsonAtomic, type Logger } from '@berth/core';
 import type { CapabilityArgs } from './runtime-config.js';
 import type { CniResult, NetworkConfList } from './spec.js';
 
@@ -30,7 +29,8 @@ export interface AttachmentRecord {
 
 /**
  * Attachment records on disk: one directory per sandbox, one file per network and interface.
- * Writes go through a temporary file and a rename, so a crash leaves the old or the new record.
+ * Writes go through a flushed temporary file, a rename and a flush of the directory, so a crash
+ * leaves the old or the new record.
  */
 export class AttachmentCache {
   constructor(
@@ -44,12 +44,11 @@ export class AttachmentCache {
 
   async save(record: Omit<AttachmentRecord, 'kind'>): Promise<void> {
     const dir = path.join(this.dir, record.containerId);
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    // A new sandbox directory is an entry of the cache directory, which must reach the disk too.
+    if ((await mkdir(dir, { recursive: true, mode: 0o700 })) !== undefined) await syncDirectory(this.dir);
 
     const file = this.fileFor(record.containerId, record.network.name, record.ifName);
-    const temporary = `${file}.${randomBytes(4).toString('hex')}.tmp`;
-    await writeFile(temporary, JSON.stringify({ kind: RECORD_KIND, ...record }), { mode: 0o600 });
-    await rename(temporary, file);
+    await writeJsonAtomic(file, { kind: RECORD_KIND, ...record });
   }
 
   /** Returns the sandbox's records, oldest first; unreadable files are logged and left in place. */
