@@ -16,6 +16,7 @@ import {
 } from '../../errors.js';
 import { readJsonFile, writeJsonAtomic } from '../../state/json-file.js';
 import { CommandError, runCommand } from '../../util/command.js';
+import { killProcessTree } from '../../util/process-tree.js';
 import type {
   ContainerRuntimeState,
   ContainerRuntimeStatus,
@@ -323,7 +324,14 @@ export class OciCliDriver implements RuntimeDriver {
     const timer = options.timeoutMs > 0
       ? setTimeout(() => {
           timedOut = true;
-          void this.killExec(pidFile, child.pid, options.log);
+          void this.killExec(pidFile, child.pid, options.log)
+            .catch((err: unknown) => options.log.error({ err }, 'cannot kill a timed-out exec'))
+            .finally(() => {
+              // A process that left the exec's tree (a daemon that reparented itself) may still
+              // hold the output pipes, so 'close' would wait for it. Drop the pipes instead.
+              child.stdout.destroy();
+              child.stderr.destroy();
+            });
         }, options.timeoutMs)
       : undefined;
 
@@ -341,16 +349,21 @@ export class OciCliDriver implements RuntimeDriver {
     };
   }
 
-  /** Kills a timed-out exec: first the process inside the container, then the runtime's exec. */
+  /**
+   * Kills a timed-out exec: first the process inside the container with every process it forked,
+   * then the runtime's exec.
+   */
   private async killExec(pidFile: string, runtimePid: number | undefined, log: Logger): Promise<void> {
     const pid = await readPidFile(pidFile);
-    for (const target of [pid, runtimePid]) {
-      if (target === undefined) continue;
-      try {
-        process.kill(target, 'SIGKILL');
-      } catch (err) {
-        if (!isErrno(err, 'ESRCH')) log.warn({ pid: target, err }, 'cannot kill a timed-out exec process');
-      }
+    if (pid !== undefined) {
+      const killed = await killProcessTree(pid, log);
+      log.debug({ pids: killed }, 'killed the processes of a timed-out exec');
+    }
+    if (runtimePid === undefined) return;
+    try {
+      process.kill(runtimePid, 'SIGKILL');
+    } catch (err) {
+      if (!isErrno(err, 'ESRCH')) log.warn({ pid: runtimePid, err }, 'cannot kill a timed-out runtime exec');
     }
   }
 
