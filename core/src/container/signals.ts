@@ -82,5 +82,5 @@ function parseRealTime(base: string, sign: string | undefined, offsetText: strin
 }
 
 function isUsableSignal(number: number): boolean {
-  return (number >= 1 && number <= 31) || (number >= SIGRTMIN && number <= SIGRTMAX);
+  return Number.isInteger(number) && ((number >= 1 && number <= 31) || (number >= SIGRTMIN && number <= SIGRTMAX));
 }
