@@ -429,6 +429,7 @@ export class ContainerService implements SandboxContainers {
       if (signalled) {
         if (await this.waitExited(record.id, timeoutSeconds * 1000, log)) {
           log.info({ signal }, 'container stopped');
+          await this.killLeftovers(record.id, log);
           return;
         }
         log.info({ timeout_s: timeoutSeconds, signal }, 'container ignored its stop signal; killing it');
@@ -440,6 +441,21 @@ export class ContainerService implements SandboxContainers {
       throw new InternalError(`container ${record.id} still runs ${KILL_WAIT_MS / 1000} s after SIGKILL`);
     }
     log.info('container killed');
+  }
+
+  /**
+   * Kills what is left in the cgroup of a container whose init has exited: in a PID namespace
+   * shared with the pod, processes the init forked outlive it. The container has stopped either
+   * way, so a failure is logged and not raised.
+   */
+  private async killLeftovers(id: string, log: Logger): Promise<void> {
+    const record = this.store.get(id);
+    if (!record) return;
+    try {
+      await this.handlers.get(record.runtimeHandler).driver.kill(id, SIGKILL, log);
+    } catch (err) {
+      log.warn({ err }, 'cannot kill processes left in the stopped container');
+    }
   }
 
   private async removeLocked(record: ContainerRecord, log: Logger): Promise<void> {

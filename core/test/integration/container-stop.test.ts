@@ -102,6 +102,28 @@ for (const handler of ['runc', 'crun']) {
       assert.equal(status.exit_code, 137);
     });
 
+    test('stop ends processes left in a shared PID namespace', async () => {
+      const shared = { security_context: { namespace_options: { pid: 'POD' as const } } };
+      const pod = await runPod(daemon, handler, 'stopshared', { linux: shared });
+      const watcher = await startContainer(daemon, pod, containerConfig('watcher', images.busybox, ['sleep', '1000'], { linux: shared }));
+      // The main process exits on SIGTERM, but its background child is not the PID namespace's
+      // init, so the kernel does not end it.
+      const graceful = await startContainer(
+        daemon,
+        pod,
+        containerConfig('graceful', images.busybox, ['sh', '-c', 'sleep 5101 & trap "exit 0" TERM; while true; do sleep 0.1; done'], { linux: shared }),
+      );
+      await sleep(300);
+      assert.match((await exec(daemon, watcher, ['ps', '-o', 'args'])).stdout, /sleep 5101/);
+
+      await daemon.client.runtime.StopContainer({ container_id: graceful, timeout: 10 });
+      assert.equal((await waitExited(daemon, graceful, 1000)).exit_code, 0);
+      assert.doesNotMatch((await exec(daemon, watcher, ['ps', '-o', 'args'])).stdout, /sleep 5101/);
+
+      await daemon.client.runtime.StopContainer({ container_id: graceful, timeout: 10 });
+      assert.equal((await daemon.client.runtime.ContainerStatus({ container_id: graceful })).status?.exit_code, 0);
+    });
+
     test('exec timeout kills forked children', async () => {
       const pod = await runPod(daemon, handler, 'exectree');
       const id = await startContainer(daemon, pod, containerConfig('main', images.busybox, ['sleep', '1000']));

@@ -77,7 +77,7 @@ test('stop sends the stored signal number', async () => {
   const id = await runningContainer(10);
   driver.fatal.add(10);
   await service.stop(id, 5, log);
-  assert.deepEqual(driver.signals, [10]);
+  assert.deepEqual(driver.signals, [10, 9]);
   assert.equal(store.get(id)?.state, 'exited');
 });
 
@@ -85,14 +85,14 @@ test('stop translates a name from an older record', async () => {
   const id = await runningContainer('SIGRTMIN+3');
   driver.fatal.add(37);
   await service.stop(id, 5, log);
-  assert.deepEqual(driver.signals, [37]);
+  assert.deepEqual(driver.signals, [37, 9]);
 });
 
 test('stop with an invalid stored name sends SIGTERM', async () => {
   const id = await runningContainer('SIGFOO');
   driver.fatal.add(15);
   await service.stop(id, 5, log);
-  assert.deepEqual(driver.signals, [15]);
+  assert.deepEqual(driver.signals, [15, 9]);
   assert.ok(lines.some((line) => line.level === 40 && line.stop_signal === 'SIGFOO'), 'no warning names SIGFOO');
 });
 
@@ -107,6 +107,17 @@ test('stop falls back to SIGKILL when the signal fails', async () => {
   const warning = lines.find((line) => line.level === 40 && line.container_id === id);
   assert.match(String(warning?.msg), /cannot send the stop signal/);
   assert.ok(warning?.err, 'warning carries the error');
+});
+
+test('stop survives a failed leftover kill', async () => {
+  const id = await runningContainer(15);
+  driver.fatal.add(15);
+  driver.failing.add(9);
+  await service.stop(id, 5, log);
+  assert.deepEqual(driver.signals, [15, 9]);
+  assert.equal(store.get(id)?.state, 'exited');
+  const warning = lines.find((line) => line.level === 40 && line.container_id === id);
+  assert.match(String(warning?.msg), /cannot kill processes left/);
 });
 
 test('stop kills a container that ignores its signal', async () => {

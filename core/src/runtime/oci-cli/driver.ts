@@ -144,11 +144,14 @@ export class OciCliDriver implements RuntimeDriver {
 
   async kill(id: string, signal: string | number, log: Logger): Promise<void> {
     await this.requireRecord(id);
-    if ((await this.readExit(id)) !== undefined) return;
-
     const name = typeof signal === 'number' ? String(signal) : signal;
+    const all = name === 'SIGKILL' || name === '9';
+    // SIGKILL goes on after the init process exited: in a PID namespace shared with the pod,
+    // processes it forked outlive it in the container's cgroup.
+    if (!all && (await this.readExit(id)) !== undefined) return;
+
     // With --all the signal reaches every process of the container's cgroup, not only its init.
-    const args = name === 'SIGKILL' || name === '9' ? ['kill', '--all', id, name] : ['kill', id, name];
+    const args = all ? ['kill', '--all', id, name] : ['kill', id, name];
     try {
       await this.runtime(args);
     } catch (err) {
