@@ -183,7 +183,8 @@ export class ContainerService implements SandboxContainers {
       log,
     });
     if (result.timedOut) {
-      // Arguments can carry tokens and the message ends up in kubelet events, so only argv[0] is named.
+      // Arguments can carry secrets such as tokens and the message ends up in kubelet events, so
+      // only argv[0] is named.
       throw new DeadlineExceededError(
         `command ${JSON.stringify(cmd[0])} with ${cmd.length - 1} argument${cmd.length === 2 ? '' : 's'} in container ${id} timed out after ${timeoutSeconds} s and was killed`,
       );
@@ -424,7 +425,7 @@ export class ContainerService implements SandboxContainers {
         signalled = true;
       } catch (err) {
         // A stop must end the container, so a failed stop signal leads straight to SIGKILL.
-        log.warn({ err, signal }, 'cannot send the stop signal to the container; killing it');
+        log.warn({ err, signal }, 'failed to send the stop signal to the container; killing it');
       }
       if (signalled) {
         if (await this.waitExited(record.id, timeoutSeconds * 1000, log)) {
@@ -444,7 +445,7 @@ export class ContainerService implements SandboxContainers {
   }
 
   /**
-   * Kills what is left in the cgroup of a container whose init has exited: in a PID namespace
+   * Kills what is left in the cgroup of a container whose init has exited. In a PID namespace
    * shared with the pod, processes the init forked outlive it. The container has stopped either
    * way, so a failure is logged and not raised.
    */
@@ -454,7 +455,7 @@ export class ContainerService implements SandboxContainers {
     try {
       await this.handlers.get(record.runtimeHandler).driver.kill(id, SIGKILL, log);
     } catch (err) {
-      log.warn({ err }, 'cannot kill processes left in the stopped container');
+      log.warn({ err }, 'failed to kill processes left in the stopped container');
     }
   }
 
@@ -636,7 +637,7 @@ export function stopSignalOf(config: ContainerConfig__Output, image: ImageRecord
     // With enums as strings the loader passes a number only for a value outside the enum.
     const signal = typeof requested === 'string' ? parseSignal(requested) : undefined;
     if (signal === undefined) {
-      throw new InvalidArgumentError(`config.stop_signal: ${JSON.stringify(requested)} is not a signal; use a value of the CRI Signal enum`);
+      throw new InvalidArgumentError(`config.stop_signal: ${JSON.stringify(requested)} is not a valid signal; use a value of the CRI Signal enum`);
     }
     return signal;
   }

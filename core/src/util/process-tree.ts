@@ -38,7 +38,7 @@ function signal(pid: number, name: NodeJS.Signals, log: Logger): void {
     process.kill(pid, name);
   } catch (err) {
     // ESRCH: the process has already exited.
-    if (!isErrno(err, 'ESRCH')) log.warn({ pid, signal: name, err }, 'cannot signal process');
+    if (!isErrno(err, 'ESRCH')) log.warn({ pid, signal: name, err }, 'failed to signal process');
   }
 }
 

@@ -82,7 +82,7 @@ for (const handler of ['runc', 'crun']) {
         }),
       );
       assert.equal(invalid.code, grpc.status.INVALID_ARGUMENT);
-      assert.match(invalid.details, /config\.stop_signal: 99 is not a signal/);
+      assert.match(invalid.details, /config\.stop_signal: 99 is not a valid signal/);
     });
 
     test('invalid image StopSignal still stops', async () => {
@@ -171,7 +171,7 @@ describe('stop signal of records from older builds', () => {
       const pod = await runPod(daemon, handler, `legacy-${handler}`);
       const named = await startContainer(daemon, pod, containerConfig('named', images.busybox, trapping('USR1', 42)));
       containers.push({ handler, id: named, stored: 'SIGUSR1', exitCode: 42 });
-      // A name no signal has falls back to SIGTERM.
+      // A stored name that is not a signal falls back to SIGTERM.
       const garbage = await startContainer(daemon, pod, containerConfig('garbage', images.busybox, trapping('TERM', 45)));
       containers.push({ handler, id: garbage, stored: 'SIGFOO', exitCode: 45 });
     }

@@ -105,7 +105,7 @@ test('stop falls back to SIGKILL when the signal fails', async () => {
   assert.ok(Date.now() - started < 5000, 'SIGKILL waited for the timeout');
   assert.equal(store.get(id)?.state, 'exited');
   const warning = lines.find((line) => line.level === 40 && line.container_id === id);
-  assert.match(String(warning?.msg), /cannot send the stop signal/);
+  assert.match(String(warning?.msg), /failed to send the stop signal/);
   assert.ok(warning?.err, 'warning carries the error');
 });
 
@@ -117,7 +117,7 @@ test('stop survives a failed leftover kill', async () => {
   assert.deepEqual(driver.signals, [15, 9]);
   assert.equal(store.get(id)?.state, 'exited');
   const warning = lines.find((line) => line.level === 40 && line.container_id === id);
-  assert.match(String(warning?.msg), /cannot kill processes left/);
+  assert.match(String(warning?.msg), /failed to kill processes left/);
 });
 
 test('stop kills a container that ignores its signal', async () => {

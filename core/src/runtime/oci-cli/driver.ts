@@ -146,8 +146,8 @@ export class OciCliDriver implements RuntimeDriver {
     await this.requireRecord(id);
     const name = typeof signal === 'number' ? String(signal) : signal;
     const all = name === 'SIGKILL' || name === '9';
-    // SIGKILL goes on after the init process exited: in a PID namespace shared with the pod,
-    // processes it forked outlive it in the container's cgroup.
+    // SIGKILL is sent even after the init process exited, because in a PID namespace shared with
+    // the pod the processes it forked outlive it in the container's cgroup.
     if (!all && (await this.readExit(id)) !== undefined) return;
 
     // With --all the signal reaches every process of the container's cgroup, not only its init.
@@ -328,7 +328,7 @@ export class OciCliDriver implements RuntimeDriver {
       ? setTimeout(() => {
           timedOut = true;
           void this.killExec(pidFile, child.pid, options.log)
-            .catch((err: unknown) => options.log.error({ err }, 'cannot kill a timed-out exec'))
+            .catch((err: unknown) => options.log.error({ err }, 'failed to kill a timed-out exec'))
             .finally(() => {
               // A process that left the exec's tree (a daemon that reparented itself) may still
               // hold the output pipes, so 'close' would wait for it. Drop the pipes instead.
@@ -366,7 +366,7 @@ export class OciCliDriver implements RuntimeDriver {
     try {
       process.kill(runtimePid, 'SIGKILL');
     } catch (err) {
-      if (!isErrno(err, 'ESRCH')) log.warn({ pid: runtimePid, err }, 'cannot kill a timed-out runtime exec');
+      if (!isErrno(err, 'ESRCH')) log.warn({ pid: runtimePid, err }, 'failed to kill a timed-out runtime exec');
     }
   }
 
