@@ -27,7 +27,10 @@ export async function killProcessTree(root: number, log: Logger): Promise<number
     }
     pending = next;
   }
-  if (pending.length > 0) log.warn({ root_pid: root, processes: found.size }, 'process tree still forking after the walk; killing what was found');
+  if (pending.length > 0) {
+    log.warn({ root_pid: root, processes: found.size }, 'process tree still forking after the walk; killing what was found');
+    for (const pid of pending) found.add(pid);
+  }
 
   for (const pid of found) signal(pid, 'SIGKILL', log);
   return [...found];
