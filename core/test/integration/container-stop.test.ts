@@ -124,6 +124,21 @@ for (const handler of ['runc', 'crun']) {
       assert.equal((await daemon.client.runtime.ContainerStatus({ container_id: graceful })).status?.exit_code, 0);
     });
 
+    test('stop of a created container', async () => {
+      const pod = await runPod(daemon, handler, 'stopcreated');
+      const { container_id: id } = await daemon.client.runtime.CreateContainer({
+        pod_sandbox_id: pod.id,
+        config: containerConfig('created', stopImages.usr1!, ['sleep', '1000']),
+        sandbox_config: pod.config,
+      });
+
+      const started = Date.now();
+      await daemon.client.runtime.StopContainer({ container_id: id!, timeout: 10 });
+      assert.ok(Date.now() - started < 5000, 'a created container waited for the stop timeout');
+      assert.equal((await daemon.client.runtime.ContainerStatus({ container_id: id! })).status?.state, 'CONTAINER_EXITED');
+      await daemon.client.runtime.StopContainer({ container_id: id!, timeout: 0 });
+    });
+
     test('exec timeout kills forked children', async () => {
       const pod = await runPod(daemon, handler, 'exectree');
       const id = await startContainer(daemon, pod, containerConfig('main', images.busybox, ['sleep', '1000']));
