@@ -42,8 +42,11 @@ export interface ContainerRecord {
   /** Resources currently applied, updated by UpdateContainerResources. */
   resources: LinuxContainerResources__Output | null;
   user: { uid: number; gid: number; additionalGids: number[] };
-  /** Signal name StopContainer sends first, e.g. `SIGTERM`. */
-  stopSignal: string;
+  /**
+   * Linux number of the signal StopContainer sends first, e.g. 15. Records written by older
+   * builds store a name such as `SIGTERM`, which `storedStopSignal` translates on read.
+   */
+  stopSignal: number | string;
   /** True for the container that keeps a pod's PID namespace alive. */
   infra?: boolean;
 }

@@ -37,6 +37,7 @@ import { buildContainerSpec, toOciResources, type PidNamespace } from './spec.js
 import { hostDevices, resolveDevices, resolveMounts } from './host-resources.js';
 import { resolveUser } from './user.js';
 import { OomScoreAdjLimiter } from './oom-score.js';
+import { SIGKILL, SIGTERM, parseSignal, storedStopSignal } from './signals.js';
 
 /** Containers in memory and on disk. */
 export class ContainerStore extends ObjectStore<ContainerRecord> {}
@@ -228,7 +229,11 @@ export class ContainerService implements SandboxContainers {
       log,
     });
     if (result.timedOut) {
-      throw new DeadlineExceededError(`command ${JSON.stringify(cmd.join(' ').slice(0, 200))} in container ${id} timed out after ${timeoutSeconds} s and was killed`);
+      // Arguments can carry secrets such as tokens and the message ends up in kubelet events, so
+      // only argv[0] is named.
+      throw new DeadlineExceededError(
+        `command ${JSON.stringify(cmd[0])} with ${cmd.length - 1} argument${cmd.length === 2 ? '' : 's'} in container ${id} timed out after ${timeoutSeconds} s and was killed`,
+      );
     }
     if (result.truncated) {
       log.warn({ max_bytes: this.config.runtime.exec_sync_max_output_bytes }, 'exec output exceeded runtime.exec_sync_max_output_bytes and was cut');
@@ -397,7 +402,7 @@ export class ContainerService implements SandboxContainers {
     const handler = this.handlers.get(sandbox.runtimeHandler);
     const bundlePath = path.join(this.config.runroot, 'containers', id);
     const logPath = containerLogPath(sandbox, config);
-    const stopSignal = stopSignalOf(config, image);
+    const stopSignal = stopSignalOf(config, image, log);
 
     const record: ContainerRecord = {
       id,
@@ -491,19 +496,45 @@ export class ContainerService implements SandboxContainers {
 
     const driver = this.handlers.get(record.runtimeHandler).driver;
     if (timeoutSeconds > 0 && record.state === 'running') {
-      await driver.kill(record.id, record.stopSignal, log);
-      if (await this.waitExited(record.id, timeoutSeconds * 1000, log)) {
-        log.info({ signal: record.stopSignal }, 'container stopped');
-        return;
+      const signal = recordStopSignal(record, log);
+      let signalled = false;
+      try {
+        await driver.kill(record.id, signal, log);
+        signalled = true;
+      } catch (err) {
+        // A stop must end the container, so a failed stop signal leads straight to SIGKILL.
+        log.warn({ err, signal }, 'failed to send the stop signal to the container; killing it');
       }
-      log.info({ timeout_s: timeoutSeconds }, 'container ignored its stop signal; killing it');
+      if (signalled) {
+        if (await this.waitExited(record.id, timeoutSeconds * 1000, log)) {
+          log.info({ signal }, 'container stopped');
+          await this.killLeftovers(record.id, log);
+          return;
+        }
+        log.info({ timeout_s: timeoutSeconds, signal }, 'container ignored its stop signal; killing it');
+      }
     }
 
-    await driver.kill(record.id, 'SIGKILL', log);
+    await driver.kill(record.id, SIGKILL, log);
     if (!(await this.waitExited(record.id, KILL_WAIT_MS, log))) {
       throw new InternalError(`container ${record.id} still runs ${KILL_WAIT_MS / 1000} s after SIGKILL`);
     }
     log.info('container killed');
+  }
+
+  /**
+   * Kills what is left in the cgroup of a container whose init has exited. In a PID namespace
+   * shared with the pod, processes the init forked outlive it. The container has stopped either
+   * way, so a failure is logged and not raised.
+   */
+  private async killLeftovers(id: string, log: Logger): Promise<void> {
+    const record = this.store.get(id);
+    if (!record) return;
+    try {
+      await this.handlers.get(record.runtimeHandler).driver.kill(id, SIGKILL, log);
+    } catch (err) {
+      log.warn({ err }, 'failed to kill processes left in the stopped container');
+    }
   }
 
   private async removeLocked(record: ContainerRecord, log: Logger): Promise<void> {
@@ -711,15 +742,40 @@ function handlerMissingView(record: ContainerRecord): ContainerRecord {
   };
 }
 
-/** Returns the signal StopContainer sends first: the request's, else the image's StopSignal, else SIGTERM. */
-function stopSignalOf(config: ContainerConfig__Output, image: ImageRecord): string {
-  const requested = String(config.stop_signal ?? 'RUNTIME_DEFAULT');
-  if (requested !== 'RUNTIME_DEFAULT') return requested;
+/**
+ * Returns the number of the signal StopContainer sends first: the request's, else the image's
+ * StopSignal, else SIGTERM. An invalid request value fails the call. An invalid image value
+ * only logs a warning and falls back to SIGTERM, because the image is not the caller's input.
+ */
+export function stopSignalOf(config: ContainerConfig__Output, image: ImageRecord, log: Logger): number {
+  const requested: unknown = config.stop_signal ?? 'RUNTIME_DEFAULT';
+  if (requested !== 'RUNTIME_DEFAULT') {
+    // With enums as strings the loader passes a number only for a value outside the enum.
+    const signal = typeof requested === 'string' ? parseSignal(requested) : undefined;
+    if (signal === undefined) {
+      throw new InvalidArgumentError(`config.stop_signal: ${JSON.stringify(requested)} is not a valid signal; use a value of the CRI Signal enum`);
+    }
+    return signal;
+  }
 
-  const fromImage = (image.config.config?.StopSignal ?? '').trim().toUpperCase();
-  if (fromImage === '') return 'SIGTERM';
-  if (/^\d+$/.test(fromImage)) return fromImage;
-  return fromImage.startsWith('SIG') ? fromImage : `SIG${fromImage}`;
+  const fromImage = image.config.config?.StopSignal ?? '';
+  if (fromImage.trim() === '') return SIGTERM;
+  const signal = parseSignal(fromImage);
+  if (signal === undefined) {
+    log.warn({ image: image.id, stop_signal: fromImage }, 'image StopSignal is not a valid signal; using SIGTERM');
+    return SIGTERM;
+  }
+  return signal;
+}
+
+/** Returns the stop signal number of a record, translating a name stored by an older build. */
+function recordStopSignal(record: ContainerRecord, log: Logger): number {
+  const signal = storedStopSignal(record.stopSignal);
+  if (signal === undefined) {
+    log.warn({ stop_signal: record.stopSignal }, 'stored stop signal is not a valid signal; using SIGTERM');
+    return SIGTERM;
+  }
+  return signal;
 }
 
 /** Returns the config of the infra container that keeps a pod's shared PID namespace alive. */

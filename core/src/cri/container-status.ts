@@ -4,6 +4,7 @@ import { inject, injectable } from 'tsyringe';
 import { Tokens } from '../di/tokens.js';
 import type { ContainerService } from '../container/service.js';
 import type { ContainerRecord } from '../container/record.js';
+import { SIGTERM, criSignalName, storedStopSignal } from '../container/signals.js';
 import type { CriHandlerGroup, RequestContext, UnaryHandler } from './handler.js';
 import { requireId } from './container-lifecycle.js';
 import type { ContainerStatusRequest__Output } from './generated/runtime/v1/ContainerStatusRequest.js';
@@ -55,7 +56,7 @@ export class ContainerStatusHandlers implements CriHandlerGroup {
         log_path: record.logPath ?? '',
         resources: record.resources ? { linux: record.resources } : null,
         user: { linux: { uid: record.user.uid, gid: record.user.gid, supplemental_groups: record.user.additionalGids } },
-        stop_signal: (record.stopSignal.startsWith('SIG') ? record.stopSignal : 'RUNTIME_DEFAULT') as never,
+        stop_signal: (criSignalName(storedStopSignal(record.stopSignal) ?? SIGTERM) ?? 'RUNTIME_DEFAULT') as never,
       },
       info: {},
     };

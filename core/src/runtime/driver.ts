@@ -105,7 +105,11 @@ export interface RuntimeDriver {
   /** Starts the user process of a created container. */
   start(id: string, log: Logger): Promise<void>;
 
-  /** Sends `signal` (a name such as `SIGTERM` or a number) to the container's init process. */
+  /**
+   * Sends `signal` (a name such as `SIGTERM` or a Linux signal number) to the container's init
+   * process. SIGKILL reaches every process of the container, also those left after its init
+   * exited. Signalling a stopped container is not an error.
+   */
   kill(id: string, signal: string | number, log: Logger): Promise<void>;
 
   /** Deletes the runtime's state for the container; idempotent, a missing container is success. */

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
-import { mkdir, open, readFile, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, readlink, rm, stat, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +16,7 @@ import {
 } from '../../errors.js';
 import { readJsonFile, writeJsonAtomic } from '../../state/json-file.js';
 import { CommandError, runCommand } from '../../util/command.js';
+import { killProcessTree } from '../../util/process-tree.js';
 import type {
   ContainerRuntimeState,
   ContainerRuntimeStatus,
@@ -143,11 +144,14 @@ export class OciCliDriver implements RuntimeDriver {
 
   async kill(id: string, signal: string | number, log: Logger): Promise<void> {
     await this.requireRecord(id);
-    if ((await this.readExit(id)) !== undefined) return;
-
     const name = typeof signal === 'number' ? String(signal) : signal;
+    const all = name === 'SIGKILL' || name === '9';
+    // SIGKILL is sent even after the init process exited, because in a PID namespace shared with
+    // the pod the processes it forked outlive it in the container's cgroup.
+    if (!all && (await this.readExit(id)) !== undefined) return;
+
     // With --all the signal reaches every process of the container's cgroup, not only its init.
-    const args = name === 'SIGKILL' || name === '9' ? ['kill', '--all', id, name] : ['kill', id, name];
+    const args = all ? ['kill', '--all', id, name] : ['kill', id, name];
     try {
       await this.runtime(args);
     } catch (err) {
@@ -323,7 +327,14 @@ export class OciCliDriver implements RuntimeDriver {
     const timer = options.timeoutMs > 0
       ? setTimeout(() => {
           timedOut = true;
-          void this.killExec(pidFile, child.pid, options.log);
+          void this.killExec(id, pidFile, child.pid, options.log)
+            .catch((err: unknown) => options.log.error({ err }, 'failed to kill a timed-out exec'))
+            .finally(() => {
+              // A process that left the exec's tree (a daemon that reparented itself) may still
+              // hold the output pipes, so 'close' would wait for it. Drop the pipes instead.
+              child.stdout.destroy();
+              child.stderr.destroy();
+            });
         }, options.timeoutMs)
       : undefined;
 
@@ -341,16 +352,40 @@ export class OciCliDriver implements RuntimeDriver {
     };
   }
 
-  /** Kills a timed-out exec: first the process inside the container, then the runtime's exec. */
-  private async killExec(pidFile: string, runtimePid: number | undefined, log: Logger): Promise<void> {
+  /**
+   * Kills a timed-out exec: first the process inside the container with every process it forked,
+   * then the runtime's exec.
+   */
+  private async killExec(id: string, pidFile: string, runtimePid: number | undefined, log: Logger): Promise<void> {
     const pid = await readPidFile(pidFile);
-    for (const target of [pid, runtimePid]) {
-      if (target === undefined) continue;
-      try {
-        process.kill(target, 'SIGKILL');
-      } catch (err) {
-        if (!isErrno(err, 'ESRCH')) log.warn({ pid: target, err }, 'cannot kill a timed-out exec process');
-      }
+    if (pid !== undefined && (await this.sharesMountNamespace(id, pid))) {
+      const killed = await killProcessTree(pid, log);
+      log.debug({ pids: killed }, 'killed the processes of a timed-out exec');
+    } else if (pid !== undefined) {
+      log.warn({ pid }, 'timed-out exec process has exited or left the container; killing only the runtime exec');
+    }
+    if (runtimePid === undefined) return;
+    try {
+      process.kill(runtimePid, 'SIGKILL');
+    } catch (err) {
+      if (!isErrno(err, 'ESRCH')) log.warn({ pid: runtimePid, err }, 'failed to kill a timed-out runtime exec');
+    }
+  }
+
+  /**
+   * Checks that `pid` is in the mount namespace of the container's init. Every container has a
+   * mount namespace of its own, so the check separates an exec process from a host process that
+   * reused its PID after it exited.
+   */
+  private async sharesMountNamespace(id: string, pid: number): Promise<boolean> {
+    const init = this.statusCache.get(id)?.pid || (await this.readPid(id));
+    if (init <= 0) return false;
+    try {
+      const [own, container] = await Promise.all([readlink(`/proc/${pid}/ns/mnt`), readlink(`/proc/${init}/ns/mnt`)]);
+      return own === container;
+    } catch (err) {
+      if (isErrno(err, 'ENOENT') || isErrno(err, 'ESRCH')) return false;
+      throw err;
     }
   }
 
