@@ -1,11 +1,13 @@
 // Lifecycle benchmark: RunPodSandbox + CreateContainer + StartContainer + StopContainer +
 // RemovePodSandbox through the CRI socket, sequentially and with pods in parallel, beside raw
-// `<runtime> run -d` of the same bundle, measured alternately. Also reports the daemon's RSS idle
-// and with many running pods, and the RSS of one container's conmon.
+// `<runtime> run -d` of the same bundle, measured alternately. Also reports the RSS of the daemon
+// and of the daemon with its image worker processes, idle and with many running pods, both at once
+// and after the workers stopped for being idle. It prints the increase per pod and the RSS of one
+// container's conmon.
 // Usage: npm run build && node bench/lifecycle.mjs [runs=20] [parallel=20] [rss pods=50] [network=none|cni]
 // With network=cni, pods join a bridge network of the benchmark's own (Debian's CNI plugins).
 import { execa } from 'execa';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -32,6 +34,50 @@ const median = (values) => {
 };
 const ms = (started) => Number(process.hrtime.bigint() - started) / 1e6;
 const rssKiB = async (pid) => Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+const pssKiB = async (pid) => Number(/^Pss:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1] ?? 0);
+
+/** PIDs of the daemon's image worker processes: its children running extract-worker.js. */
+async function workerPids(daemonPid) {
+  const pids = [];
+  for (const task of await readdir(`/proc/${daemonPid}/task`)) {
+    const children = await readFile(`/proc/${daemonPid}/task/${task}/children`, 'utf8').catch(() => '');
+    for (const child of children.trim().split(/\s+/).filter(Boolean)) {
+      const cmdline = await readFile(`/proc/${child}/cmdline`, 'utf8').catch(() => '');
+      if (cmdline.includes('extract-worker.js')) pids.push(Number(child));
+    }
+  }
+  return pids;
+}
+
+/**
+ * Memory of the daemon alone and with its image workers: VmRSS sums, and PSS sums, which count
+ * pages the processes share (the node binary, mostly) once instead of once per process.
+ */
+async function daemonMemory(daemonPid) {
+  const workers = await workerPids(daemonPid);
+  const pids = [daemonPid, ...workers];
+  const rss = await Promise.all(pids.map((pid) => rssKiB(pid).catch(() => 0)));
+  const pss = await Promise.all(pids.map((pid) => pssKiB(pid).catch(() => 0)));
+  const sum = (values) => values.reduce((total, value) => total + value, 0);
+  return { daemonRss: rss[0], workers: workers.length, totalRss: sum(rss), totalPss: sum(pss) };
+}
+const mib = (kib) => `${(kib / 1024).toFixed(1)} MiB`;
+
+/**
+ * Waits until the daemon has no image worker process left, which takes image.worker_idle_seconds
+ * (30 s by default) after their last request, or `timeoutMs` at most (with worker_idle_seconds = 0
+ * they never stop). Returns how long it waited, in words.
+ */
+async function waitForWorkersToStop(daemonPid, timeoutMs = 90_000) {
+  const started = Date.now();
+  for (;;) {
+    const workers = (await workerPids(daemonPid)).length;
+    const seconds = ((Date.now() - started) / 1000).toFixed(0);
+    if (workers === 0) return `stopped after ${seconds} s`;
+    if (Date.now() - started > timeoutMs) return `${workers} still running after ${seconds} s`;
+    await sleep(500);
+  }
+}
 
 /** One pod's lifecycle through the CRI; returns each step's time in ms and the network setup time. */
 async function lifecycle(daemon, handler, image, name) {
@@ -93,7 +139,11 @@ const scratch = await mkdtemp(path.join(os.tmpdir(), 'berth-bench-lifecycle-'));
 try {
   await daemon.client.image.PullImage({ image: { image: images.busybox } });
   await sleep(500);
-  const idleRss = await rssKiB(daemon.process.pid);
+  const idle = await daemonMemory(daemon.process.pid);
+  // The workers of the pull stop after their idle time. Memory without them is the daemon's
+  // footprint between pulls.
+  const idleWaited = await waitForWorkersToStop(daemon.process.pid);
+  const idleSettled = await daemonMemory(daemon.process.pid);
   console.log(`berth lifecycle benchmark: ${runs} sequential runs per handler, ${parallel} pods in parallel, RSS with ${rssPods} pods`);
   console.log(`host: ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, ${os.release()}`);
 
@@ -165,11 +215,22 @@ try {
   }
   await daemon.client.runtime.ListContainers({});
   await sleep(500);
-  const busyRss = await rssKiB(daemon.process.pid);
+  const busy = await daemonMemory(daemon.process.pid);
+  const busyWaited = await waitForWorkersToStop(daemon.process.pid);
+  const busySettled = await daemonMemory(daemon.process.pid);
   const first = running[0];
   const conmonPid = Number((await readFile(path.join(daemon.dir, 'run/runtimes', first.handler, 'containers', first.container, 'conmon.pid'), 'utf8')).trim());
   const conmonRss = await rssKiB(conmonPid);
-  console.log(`\ndaemon RSS idle ${(idleRss / 1024).toFixed(1)} MiB, with ${rssPods} running pods ${(busyRss / 1024).toFixed(1)} MiB`);
+  console.log(`\ndaemon RSS idle ${mib(idle.daemonRss)}, with ${rssPods} running pods ${mib(busy.daemonRss)}`);
+  console.log(
+    `daemon + image workers RSS idle ${mib(idle.totalRss)} (${idle.workers} workers), with ${rssPods} running pods ${mib(busy.totalRss)} (${busy.workers} workers)`,
+  );
+  console.log(`daemon + image workers PSS idle ${mib(idle.totalPss)}, with ${rssPods} running pods ${mib(busy.totalPss)}`);
+  console.log(
+    `after waiting for the image workers to stop (${idleWaited}; ${busyWaited}): daemon + image workers RSS idle ${mib(idleSettled.totalRss)} (${idleSettled.workers} workers), with ${rssPods} running pods ${mib(busySettled.totalRss)} (${busySettled.workers} workers)`,
+  );
+  const perPod = rssPods > 0 ? (busySettled.totalRss - idleSettled.totalRss) / rssPods : Number.NaN;
+  console.log(`RSS increase of daemon + image workers per running pod ${(perPod / 1024).toFixed(2)} MiB, after the wait`);
   console.log(`conmon RSS of one container ${(conmonRss / 1024).toFixed(2)} MiB`);
 } finally {
   await removeAllPods(daemon.client).catch((err) => console.error('cannot remove benchmark pods', err));

@@ -35,6 +35,7 @@ export interface BerthConfig {
     pinned_images: string[];
     max_concurrent_downloads: number;
     pull_retries: number;
+    worker_idle_seconds: number;
   };
   network: {
     provider: string;

@@ -45,7 +45,7 @@ export class DefaultImageStore implements ImageStore {
       'registries configuration loaded',
     );
 
-    const pool = new WorkerPool(defaultWorkerCount(), storeLog);
+    const pool = new WorkerPool({ size: defaultWorkerCount(), idleMs: config.image.worker_idle_seconds * 1000 }, storeLog);
     const client = new RegistryClient({ retries: config.image.pull_retries, certsDir: config.image.certs_dir });
     try {
       const layers = new LayerStore(path.resolve(config.root, 'images'), pool, new Semaphore(config.image.max_concurrent_downloads), storeLog);

@@ -4,6 +4,9 @@ import type { BlobAttempt, BlobRequest } from './registry-http.js';
 
 /** Messages between the daemon and its image worker processes. */
 
+/** umount2(2) flag (<sys/mount.h>): detach the mount now and clean it up once it is unused. */
+export const MNT_DETACH = 2;
+
 /** A layer blob to download and unpack. */
 export interface LayerJob {
   /** Empty directory that receives the layer's files. It also names the download in the worker. */

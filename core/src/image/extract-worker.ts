@@ -9,7 +9,7 @@ import { open } from 'node:fs/promises';
 import os from 'node:os';
 import { BerthError } from '../errors.js';
 import { ExtractionError, type WorkerRequest, type WorkerResponse } from './extract-protocol.js';
-import { LayerDownload } from './layer-download.js';
+import type { LayerDownload } from './layer-download.js';
 import { keepPaxValuesBinary } from './layer-extractor.js';
 import { mount, setParentDeathSignal, syncfs, umount2 } from './libc.js';
 import { AgentCache } from './registry-http.js';
@@ -23,11 +23,22 @@ process.on('disconnect', () => process.exit(0));
 // A normal exit on SIGTERM, so that exit hooks such as --cpu-prof's run.
 process.on('SIGTERM', () => process.exit(0));
 
-keepPaxValuesBinary();
-
 /** Downloads in progress, by target directory. */
 const downloads = new Map<string, LayerDownload>();
 const agentCaches = new Map<string, AgentCache>();
+let downloadModule: Promise<typeof import('./layer-download.js')> | undefined;
+
+/**
+ * Loads the layer download code (tar-stream, fzstd) on the first layer request, so that a worker
+ * started only for mount calls starts faster and stays smaller.
+ */
+function loadDownloadModule(): Promise<typeof import('./layer-download.js')> {
+  downloadModule ??= import('./layer-download.js').then((module) => {
+    keepPaxValuesBinary();
+    return module;
+  });
+  return downloadModule;
+}
 
 function agentsFor(certsDir: string): AgentCache {
   let agents = agentCaches.get(certsDir);
@@ -48,7 +59,9 @@ async function handle(request: WorkerRequest): Promise<WorkerResponse> {
       case 'layer-fetch': {
         let download = downloads.get(request.job.targetDir);
         if (!download) {
-          download = new LayerDownload(request.job, agentsFor);
+          const { LayerDownload } = await loadDownloadModule();
+          // Another request for the same layer may have started it during the import.
+          download = downloads.get(request.job.targetDir) ?? new LayerDownload(request.job, agentsFor);
           downloads.set(request.job.targetDir, download);
         }
         const { attempt, result } = await download.fetch(request.request);

@@ -21,7 +21,6 @@ const PR_SET_PDEATHSIG = 1;
 export const S_IFIFO = 0o010000;
 export const S_IFCHR = 0o020000;
 export const S_IFBLK = 0o060000;
-export const MNT_DETACH = 2;
 
 const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([name, value]) => [value, name]));
 

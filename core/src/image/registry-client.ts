@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { Logger } from '../log.js';
 import { BerthError, errorMessage, InvalidArgumentError, PermissionDeniedError, UnavailableError } from '../errors.js';
 import { basicCredentials } from './auth-file.js';
 import { MANIFEST_ACCEPT } from './manifest.js';
 import {
   AgentCache,
+  httpRequest,
   type BlobAttempt,
   type BlobRequest,
   discardBody,
@@ -267,7 +268,7 @@ export class RepositorySession {
   private async ping(scheme: 'https' | 'http'): Promise<void> {
     const agent = await this.client.agents.agentFor(this.endpoint.host, this.endpoint.insecure);
     try {
-      const response = await request(`${scheme}://${this.endpoint.host}/v2/`, { method: 'GET', dispatcher: agent, headers: { 'user-agent': USER_AGENT } });
+      const response = await httpRequest(`${scheme}://${this.endpoint.host}/v2/`, { method: 'GET', dispatcher: agent, headers: { 'user-agent': USER_AGENT } });
       discardBody(response);
     } catch (err) {
       throw new UnavailableError(`${this.endpoint.host}: ${scheme} request failed: ${errorMessage(err)}`);
@@ -417,13 +418,13 @@ export class RepositorySession {
         const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: this.auth.identityToken, client_id: USER_AGENT, scope });
         if (service) form.set('service', service);
         headers['content-type'] = 'application/x-www-form-urlencoded';
-        response = await request(realmUrl, { method: 'POST', headers, body: form.toString(), dispatcher, signal });
+        response = await httpRequest(realmUrl, { method: 'POST', headers, body: form.toString(), dispatcher, signal });
       } else {
         if (service) realmUrl.searchParams.set('service', service);
         realmUrl.searchParams.set('scope', scope);
         const credentials = this.auth ? basicCredentials(this.auth) : undefined;
         if (credentials) headers.authorization = `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
-        response = await request(realmUrl, { method: 'GET', headers, dispatcher, signal });
+        response = await httpRequest(realmUrl, { method: 'GET', headers, dispatcher, signal });
       }
     } catch (err) {
       throw new UnavailableError(`${this.label}: token request to ${realmUrl.origin}${realmUrl.pathname} failed: ${errorMessage(err)}`);

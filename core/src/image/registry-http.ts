@@ -5,11 +5,30 @@
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import tls from 'node:tls';
-import { Agent, request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { errorMessage, InvalidArgumentError, isErrno, UnavailableError } from '../errors.js';
 
 export const USER_AGENT = 'berth';
 const MAX_REDIRECTS = 5;
+
+type Undici = typeof import('undici');
+let undici: Promise<Undici> | undefined;
+
+/**
+ * Loads undici on first use. The daemon sends HTTP requests only for pulls, and importing undici
+ * at start-up would add to the RSS of an idle daemon.
+ */
+function loadUndici(): Promise<Undici> {
+  undici ??= import('undici');
+  return undici;
+}
+
+/** undici's request(), with undici loaded on first use. */
+export async function httpRequest(url: string | URL, options: Parameters<Undici['request']>[1]): Promise<Dispatcher.ResponseData> {
+  const { request } = await loadUndici();
+  // The opaque type parameter is unused here, so the response is the default ResponseData.
+  return (await request(url, options)) as Dispatcher.ResponseData;
+}
 
 /** A failure worth retrying: a connection error or a 5xx response. */
 export class TransientError extends Error {}
@@ -51,8 +70,8 @@ export class AgentCache {
     const key = `${host}|${insecure}`;
     let agent = this.agents.get(key);
     if (!agent) {
-      agent = readCaFiles(path.join(this.certsDir, host)).then(
-        (ca) =>
+      agent = Promise.all([readCaFiles(path.join(this.certsDir, host)), loadUndici()]).then(
+        ([ca, { Agent }]) =>
           new Agent({
             // A `ca` list replaces Node's bundled roots, so they are added back.
             connect: { rejectUnauthorized: !insecure, ...(ca.length > 0 ? { ca: [...tls.rootCertificates, ...ca] } : {}) },
@@ -115,7 +134,7 @@ export async function getFollowingRedirects(
     let response: Dispatcher.ResponseData;
     try {
       const dispatcher = await policy.agents.agentFor(target.host, policy.insecure);
-      response = await request(current, { method: 'GET', headers: requestHeaders, dispatcher, signal });
+      response = await httpRequest(current, { method: 'GET', headers: requestHeaders, dispatcher, signal });
     } catch (err) {
       if (signal?.aborted) throw err;
       // A TLS handshake answered in plain HTTP fails the same way on every retry.

@@ -6,7 +6,7 @@ import { AlreadyExistsError, errorMessage, InternalError, InvalidArgumentError, 
 import type { LayerStore } from './layer-store.js';
 import type { RootfsMount } from './store.js';
 import type { WorkerPool } from './worker-pool.js';
-import { MNT_DETACH } from './libc.js';
+import { MNT_DETACH } from './extract-protocol.js';
 
 /** What the store keeps about a container's rootfs, saved as `containers/<id>/rootfs.json`. */
 interface RootfsRecord {

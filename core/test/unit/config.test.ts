@@ -64,6 +64,26 @@ describe('embedded defaults', () => {
   });
 });
 
+describe('image.worker_idle_seconds', () => {
+  it('defaults to 30 seconds', async () => {
+    const config = defaultConfig(await ConfigSchema.load());
+    assert.equal(config.image.worker_idle_seconds, 30);
+  });
+
+  it('accepts 0 to keep workers', async () => {
+    const config = finishConfig({ image: { worker_idle_seconds: 0 } }, await ConfigSchema.load(), 'test');
+    assert.equal(config.image.worker_idle_seconds, 0);
+  });
+
+  it('rejects a negative value', async () => {
+    const schema = await ConfigSchema.load();
+    assert.throws(
+      () => finishConfig({ image: { worker_idle_seconds: -1 } }, schema, 'test'),
+      (err: unknown) => err instanceof ConfigError && /image\.worker_idle_seconds/.test(err.message),
+    );
+  });
+});
+
 describe('config reference', () => {
   it('docs/config.md matches the schema', async () => {
     const { readFile } = await import('node:fs/promises');
