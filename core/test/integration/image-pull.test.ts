@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
 import { expectGrpcError, grpc } from '../support/cri-client.js';
 import type { TestDaemon } from '../support/daemon.js';
@@ -28,6 +29,7 @@ describe('image pull through the CRI socket', () => {
   let multi: BuiltIndex;
   let zstd: BuiltImage;
   let docker: BuiltImage;
+  let digestNamed: BuiltImage;
 
   before(async () => {
     registry = await startRegistry();
@@ -46,6 +48,9 @@ describe('image pull through the CRI socket', () => {
     await pushImage(registry, 'test/zstd', zstd, 'v1');
     await pushImage(registry, 'test/docker', docker, 'v1');
     await pushImage(registry, 'test/whiteout', await whiteoutImage(), 'v1');
+    digestNamed = await busyboxImage({ config: { Cmd: ['echo', 'digest-named'] } });
+    await pushImage(registry, 'test/digest-named', digestNamed, 'a');
+    await pushImage(registry, 'test/digest-named', digestNamed, 'b');
 
     daemon = await startImageDaemon({ registries: insecureRegistries([registry.host]) });
   });
@@ -227,10 +232,35 @@ describe('image pull through the CRI socket', () => {
     await daemon.client.image.RemoveImage({ image: { image: user.configDigest } });
     assert.equal((await daemon.client.image.ImageStatus({ image: { image: user.configDigest } })).image, null);
 
+    // Pulled by digest alone, the image has no tag, so its repo digest is its last name.
+    await daemon.client.image.RemoveImage({ image: { image: zstd.configDigest } });
     const byDigest = `${registry.host}/test/zstd@${zstd.digest}`;
     await daemon.client.image.PullImage({ image: { image: byDigest } });
+    assert.deepEqual((await daemon.client.image.ImageStatus({ image: { image: byDigest } })).image?.repo_tags, []);
     await daemon.client.image.RemoveImage({ image: { image: byDigest } });
     assert.equal((await daemon.client.image.ImageStatus({ image: { image: zstd.configDigest } })).image, null);
+  });
+
+  test('remove by digest keeps the tags', async () => {
+    const repository = `${registry.host}/test/digest-named`;
+    const byDigest = `${repository}@${digestNamed.digest}`;
+    await daemon.client.image.PullImage({ image: { image: `${repository}:a` } });
+    await daemon.client.image.PullImage({ image: { image: `${repository}:b` } });
+    await daemon.client.image.PullImage({ image: { image: byDigest } });
+    assert.deepEqual((await daemon.client.image.ImageStatus({ image: { image: byDigest } })).image?.repo_digests, [byDigest]);
+
+    await daemon.client.image.RemoveImage({ image: { image: byDigest } });
+
+    const afterRemoval = await daemon.client.image.ImageStatus({ image: { image: digestNamed.configDigest } });
+    assert.equal(afterRemoval.image?.id, digestNamed.configDigest, 'removing the repo digest deleted the tagged image');
+    assert.deepEqual([...afterRemoval.image!.repo_tags].sort(), [`${repository}:a`, `${repository}:b`]);
+    assert.deepEqual(afterRemoval.image?.repo_digests, []);
+    assert.equal((await daemon.client.image.ImageStatus({ image: { image: byDigest } })).image, null, 'the removed digest still resolves');
+
+    await daemon.client.image.RemoveImage({ image: { image: `${repository}:a` } });
+    assert.deepEqual((await daemon.client.image.ImageStatus({ image: { image: digestNamed.configDigest } })).image?.repo_tags, [`${repository}:b`]);
+    await daemon.client.image.RemoveImage({ image: { image: `${repository}:b` } });
+    assert.equal((await daemon.client.image.ImageStatus({ image: { image: digestNamed.configDigest } })).image, null, 'the last tag did not remove the image');
   });
 
   test('remove of an unknown image succeeds', async () => {
@@ -257,6 +287,131 @@ describe('image pull through the CRI socket', () => {
       call.on('error', reject);
     });
     assert.ok(images.includes(base.configDigest));
+  });
+});
+
+describe('daemon shutdown during a pull', () => {
+  let registry: TestRegistry;
+  let slowProxy: CountingProxy;
+
+  before(async () => {
+    registry = await startRegistry();
+    slowProxy = await CountingProxy.start(registry.host, { bytesPerSecond: 512 * 1024 });
+  });
+
+  after(async () => {
+    await slowProxy?.close();
+    await registry?.stop();
+  });
+
+  test('SIGTERM lets the pull finish', async () => {
+    const image = await randomImage(1, 1024 * 1024, 11);
+    await pushImage(registry, 'test/slow', image, 'v1');
+    const daemon = await startImageDaemon({ registries: insecureRegistries([slowProxy.host]) });
+    try {
+      const pull = daemon.client.image.PullImage({ image: { image: `${slowProxy.host}/test/slow:v1` } });
+      pull.catch(() => undefined);
+      const layer = image.layers[0]!.digest;
+      for (let attempt = 0; attempt < 100 && slowProxy.blobDownloads(layer) === 0; attempt++) await sleep(50);
+      assert.equal(slowProxy.blobDownloads(layer), 1, 'the layer download did not start');
+
+      daemon.process.kill('SIGTERM');
+      await daemon.waitForLog((record) => record.msg === 'shutting down' && record.signal === 'SIGTERM');
+      const refused = await expectGrpcError(daemon.client.runtime.Version({}, { deadlineMs: 5000 }));
+      assert.notEqual(refused.code, grpc.status.OK, 'a call after SIGTERM was accepted');
+
+      const response = await pull;
+      assert.equal(response.image_ref, image.configDigest);
+      assert.equal(await daemon.stop(), 0);
+      const finished = daemon.logRecords().findIndex((record) => record.msg === 'image pulled');
+      const stopped = daemon.logRecords().findIndex((record) => record.msg === 'CRI server stopped');
+      assert.ok(stopped > 0, 'the server did not log its stop');
+      assert.ok(finished >= 0, 'the daemon did not log the pull');
+      assert.ok(finished < stopped, 'the server stopped before the pull finished');
+    } finally {
+      await daemon.cleanup();
+    }
+  });
+});
+
+describe('pinned images', () => {
+  let registry: TestRegistry;
+  let daemon: TestDaemon;
+  let pinnedByTag: BuiltImage;
+  let pinnedById: BuiltImage;
+  let loose: BuiltImage;
+
+  before(async () => {
+    registry = await startRegistry();
+    pinnedByTag = await busyboxImage({ config: { Cmd: ['echo', 'pinned-by-tag'] } });
+    pinnedById = await busyboxImage({ config: { Cmd: ['echo', 'pinned-by-id'] } });
+    loose = await busyboxImage({ config: { Cmd: ['echo', 'loose'] } });
+    await pushImage(registry, 'test/pause', pinnedByTag, '3.9');
+    await pushImage(registry, 'test/pause', pinnedByTag, 'alias');
+    await pushImage(registry, 'test/by-id', pinnedById, 'v1');
+    await pushImage(registry, 'test/loose', loose, 'v1');
+
+    daemon = await startImageDaemon({
+      registries: insecureRegistries([registry.host]),
+      image: { pinned_images: [`${registry.host}/test/pause:3.9`, pinnedById.configDigest] },
+    });
+    for (const reference of ['test/pause:3.9', 'test/pause:alias', 'test/by-id:v1', 'test/loose:v1']) {
+      await daemon.client.image.PullImage({ image: { image: `${registry.host}/${reference}` } });
+    }
+  });
+
+  after(async () => {
+    await daemon?.cleanup();
+    await registry?.stop();
+  });
+
+  test('status and list report pinned', async () => {
+    const status = await daemon.client.image.ImageStatus({ image: { image: `${registry.host}/test/pause:alias` } });
+    assert.equal(status.image?.pinned, true);
+    assert.equal((await daemon.client.image.ImageStatus({ image: { image: pinnedById.configDigest } })).image?.pinned, true);
+    assert.equal((await daemon.client.image.ImageStatus({ image: { image: loose.configDigest } })).image?.pinned, false);
+
+    const listed = await daemon.client.image.ListImages({});
+    const pinnedIds = listed.images.filter((image) => image.pinned).map((image) => image.id).sort();
+    assert.deepEqual(pinnedIds, [pinnedByTag.configDigest, pinnedById.configDigest].sort());
+  });
+
+  test('remove by ID of a pinned image fails', async () => {
+    for (const image of [pinnedByTag, pinnedById]) {
+      const err = await expectGrpcError(daemon.client.image.RemoveImage({ image: { image: image.configDigest } }));
+      assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+      assert.match(err.details, new RegExp(`image ${image.configDigest} is pinned by image\\.pinned_images`));
+      assert.equal((await daemon.client.image.ImageStatus({ image: { image: image.configDigest } })).image?.id, image.configDigest);
+    }
+  });
+
+  test('pinned tag cannot be removed', async () => {
+    const pinnedTag = `${registry.host}/test/pause:3.9`;
+    const err = await expectGrpcError(daemon.client.image.RemoveImage({ image: { image: pinnedTag } }));
+    assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+    assert.match(err.details, /test\/pause:3\.9 of image sha256:[0-9a-f]{64} is pinned/);
+    const status = await daemon.client.image.ImageStatus({ image: { image: pinnedTag } });
+    assert.equal(status.image?.id, pinnedByTag.configDigest, 'the pinned tag was removed');
+    assert.equal(status.image?.pinned, true);
+  });
+
+  test('other tag of a pinned image can go', async () => {
+    await daemon.client.image.RemoveImage({ image: { image: `${registry.host}/test/pause:alias` } });
+    const status = await daemon.client.image.ImageStatus({ image: { image: pinnedByTag.configDigest } });
+    assert.deepEqual(status.image?.repo_tags, [`${registry.host}/test/pause:3.9`]);
+    assert.equal(status.image?.pinned, true);
+  });
+
+  test('last tag of an image pinned by ID stays', async () => {
+    const err = await expectGrpcError(daemon.client.image.RemoveImage({ image: { image: `${registry.host}/test/by-id:v1` } }));
+    assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+    assert.match(err.details, /is pinned by image\.pinned_images/);
+    assert.deepEqual((await daemon.client.image.ImageStatus({ image: { image: pinnedById.configDigest } })).image?.repo_tags, [`${registry.host}/test/by-id:v1`]);
+  });
+
+  test('unpinned image is removed', async () => {
+    await daemon.client.image.RemoveImage({ image: { image: loose.configDigest } });
+    assert.equal((await daemon.client.image.ImageStatus({ image: { image: loose.configDigest } })).image, null);
   });
 });
 
@@ -375,10 +530,21 @@ describe('image pull downloads', () => {
 
   test('5xx answers are retried', async () => {
     await daemon.client.image.RemoveImage({ image: { image: image.configDigest } });
-    proxy.failNext(2, 503, /\/blobs\//);
+    const layer = image.layers[0]!.digest;
+    const first = proxy.requests.length;
+    proxy.failNext(2, 503, new RegExp(`/blobs/${layer}$`));
     const response = await daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/random:v1` } });
     assert.equal(response.image_ref, image.configDigest);
-    assert.equal(proxy.requests.filter((request) => request.status === 503).length, 2);
+
+    const gets = proxy.requests.slice(first).filter((request) => request.method === 'GET' && request.path.endsWith(layer));
+    assert.deepEqual(gets.map((request) => request.status), [503, 503, 200]);
+    // The delay before retry n is drawn from [base * 2^n / 2, base * 2^n] with a 250 ms base.
+    const firstWait = gets[1]!.receivedAt - gets[0]!.receivedAt;
+    const secondWait = gets[2]!.receivedAt - gets[1]!.receivedAt;
+    assert.ok(firstWait >= 120, `first retry came after ${firstWait} ms`);
+    assert.ok(secondWait >= 245, `second retry came after ${secondWait} ms`);
+    const retries = daemon.logRecords().filter((record) => record.blob === layer && String(record.msg).endsWith('; retrying'));
+    assert.deepEqual(retries.map((record) => record.attempt), [1, 2]);
   });
 
   test('broken-off blob download is retried', async () => {

@@ -313,6 +313,8 @@ export interface ProxiedRequest {
   method: string;
   path: string;
   status: number;
+  /** Date.now() when the proxy received the request. */
+  receivedAt: number;
   /** The Range header the client sent, if any (before `stripRange` removed it). */
   range?: string;
 }
@@ -378,9 +380,10 @@ export class CountingProxy {
   private handle(request: http.IncomingMessage, response: http.ServerResponse): void {
     const requestPath = request.url ?? '/';
     const method = request.method ?? 'GET';
+    const receivedAt = Date.now();
     if (this.failures.count > 0 && this.failures.match.test(requestPath)) {
       this.failures.count--;
-      this.requests.push({ method, path: requestPath, status: this.failures.status });
+      this.requests.push({ method, path: requestPath, status: this.failures.status, receivedAt });
       response.writeHead(this.failures.status, { 'content-type': 'application/json' });
       response.end(JSON.stringify({ errors: [{ code: 'UNAVAILABLE', message: 'injected by the test proxy' }] }));
       return;
@@ -391,7 +394,7 @@ export class CountingProxy {
     const headers = { ...request.headers, host: this.target };
     if (this.options.stripRange) delete headers.range;
     const upstream = http.request({ hostname, port: Number(port), method, path: requestPath, headers }, (reply) => {
-      this.requests.push({ method, path: requestPath, status: reply.statusCode ?? 0, ...(range !== undefined ? { range } : {}) });
+      this.requests.push({ method, path: requestPath, status: reply.statusCode ?? 0, receivedAt, ...(range !== undefined ? { range } : {}) });
       response.writeHead(reply.statusCode ?? 502, reply.headers);
       const isBlob = method === 'GET' && requestPath.includes('/blobs/sha256:') && (reply.statusCode === 200 || reply.statusCode === 206);
       const reset = isBlob && this.resets.count > 0 && requestPath.includes(this.resets.match);
