@@ -1,5 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -36,6 +37,27 @@ for (const handler of ['runc', 'crun']) {
       await daemon.stop();
       await releaseLeftovers(daemon.dir);
       await removeCgroupParent(cgroupParent);
+    });
+
+    test('Status lists the handler features', async () => {
+      const status = await daemon.client.runtime.Status({ verbose: true });
+      const listed = status.runtime_handlers?.find((entry) => entry.name === handler);
+      assert.ok(listed, `Status lists no handler ${handler}`);
+      // berth sets up neither recursive read-only mounts nor user namespaces, on either runtime.
+      assert.equal(listed.features?.recursive_read_only_mounts, false);
+      assert.equal(listed.features?.user_namespaces, false);
+
+      const handlers = JSON.parse(status.info?.handlers ?? '{}') as Record<string, { driver: string; runtime: string; updateResources: boolean; reported?: { ociVersionMax?: string } }>;
+      assert.equal(handlers[handler]?.driver, handler);
+      assert.match(handlers[handler]?.runtime ?? '', new RegExp(`^${handler} \\d+\\.\\d+`));
+      assert.equal(handlers[handler]?.updateResources, true);
+      const features = spawnSync(handler, ['features'], { encoding: 'utf8' });
+      if (features.status === 0) {
+        const reported = JSON.parse(features.stdout) as { ociVersionMax: string };
+        assert.equal(handlers[handler]?.reported?.ociVersionMax, reported.ociVersionMax);
+      } else {
+        assert.equal(handlers[handler]?.reported, undefined, `${handler} has no features command`);
+      }
     });
 
     test('exec output and CRI log lines', async () => {
