@@ -7,6 +7,8 @@ import { expectGrpcError, grpc } from '../support/cri-client.js';
 import type { TestDaemon } from '../support/daemon.js';
 import { insecureRegistries, startImageDaemon } from '../support/image-daemon.js';
 import {
+  buildImage,
+  buildIndex,
   busyboxImage,
   foreignOnlyIndex,
   hostArchitecture,
@@ -171,6 +173,22 @@ describe('image pull through the CRI socket', () => {
   test('Docker schema 2 manifest pulls', async () => {
     const response = await daemon.client.image.PullImage({ image: { image: `${registry.host}/test/docker:v1` } });
     assert.equal(response.image_ref, docker.configDigest);
+  });
+
+  test('Docker manifest list selects this node', async () => {
+    const other = hostArchitecture() === 'arm64' ? 'amd64' : 'arm64';
+    const images: BuiltImage[] = [];
+    for (const architecture of [other, hostArchitecture()]) {
+      images.push(await buildImage({ architecture, docker: true, layers: [{ entries: [{ name: 'platform', content: `${architecture}\n` }] }] }));
+    }
+    const list = buildIndex(images, true);
+    assert.equal(list.mediaType, 'application/vnd.docker.distribution.manifest.list.v2+json');
+    await pushImage(registry, 'test/docker-list', list, 'v1');
+
+    const response = await daemon.client.image.PullImage({ image: { image: `${registry.host}/test/docker-list:v1` } });
+    assert.equal(response.image_ref, images[1]!.configDigest);
+    const status = await daemon.client.image.ImageStatus({ image: { image: `${registry.host}/test/docker-list:v1` } });
+    assert.ok(status.image?.repo_digests.includes(`${registry.host}/test/docker-list@${list.digest}`), `repo_digests: ${status.image?.repo_digests.join(', ')}`);
   });
 
   test('unparseable reference is InvalidArgument', async () => {
