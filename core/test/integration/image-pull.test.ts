@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir } from 'node:fs/promises';
+import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
 import { expectGrpcError, grpc } from '../support/cri-client.js';
@@ -305,6 +306,67 @@ describe('image pull through the CRI socket', () => {
       call.on('error', reject);
     });
     assert.ok(images.includes(base.configDigest));
+  });
+});
+
+describe('image pull over TLS', () => {
+  let registry: TestRegistry;
+  let base: BuiltImage;
+
+  before(async () => {
+    registry = await startRegistry({ tls: true });
+    base = await busyboxImage();
+    await pushImage(registry, 'library/busybox', base, 'latest');
+  });
+
+  after(async () => {
+    await registry?.stop();
+  });
+
+  /** Starts an image daemon whose certs_dir holds the registry's CA when `trustCa` is set. */
+  async function tlsDaemon(trustCa: boolean, registries: Record<string, unknown> = { 'unqualified-search-registries': [] }): Promise<TestDaemon> {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'berth-test-'));
+    if (trustCa) {
+      await mkdir(path.join(dir, 'certs.d', registry.host), { recursive: true });
+      await copyFile(registry.caFile!, path.join(dir, 'certs.d', registry.host, 'ca.crt'));
+    }
+    return startImageDaemon({ dir, registries });
+  }
+
+  test('CA from certs_dir verifies the registry', async () => {
+    const daemon = await tlsDaemon(true);
+    try {
+      const response = await daemon.client.image.PullImage({ image: { image: `${registry.host}/library/busybox:latest` } });
+      assert.equal(response.image_ref, base.configDigest);
+    } finally {
+      await daemon.cleanup();
+    }
+  });
+
+  test('unknown CA fails the pull', async () => {
+    const daemon = await tlsDaemon(false);
+    try {
+      const err = await expectGrpcError(daemon.client.image.PullImage({ image: { image: `${registry.host}/library/busybox:latest` } }));
+      assert.equal(err.code, grpc.status.UNAVAILABLE);
+      assert.match(err.details, new RegExp(`the TLS certificate of ${registry.host.replace('.', '\\.')} was rejected \\(UNABLE_TO_VERIFY_LEAF_SIGNATURE`));
+      assert.ok(err.details.includes(path.join(daemon.dir, 'certs.d', registry.host, 'ca.crt')), err.details);
+      const retries = daemon.logRecords().filter((record) => record.msg === 'registry request failed; retrying');
+      assert.equal(retries.length, 0, 'a rejected certificate was retried');
+      const status = await daemon.client.image.ImageStatus({ image: { image: `${registry.host}/library/busybox:latest` } });
+      assert.equal(status.image, null);
+    } finally {
+      await daemon.cleanup();
+    }
+  });
+
+  test('insecure registry skips verification', async () => {
+    const daemon = await tlsDaemon(false, insecureRegistries([registry.host]));
+    try {
+      const response = await daemon.client.image.PullImage({ image: { image: `${registry.host}/library/busybox:latest` } });
+      assert.equal(response.image_ref, base.configDigest);
+    } finally {
+      await daemon.cleanup();
+    }
   });
 });
 

@@ -9,6 +9,7 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
+import { Agent, fetch as undiciFetch } from 'undici';
 import type { BuiltImage, BuiltIndex } from './images.js';
 
 export const DOCKER_REGISTRY = '/usr/bin/docker-registry';
@@ -20,6 +21,8 @@ export interface RegistryOptions {
   auth?: RegistryAuthMode;
   username?: string;
   password?: string;
+  /** Serve HTTPS with a certificate for 127.0.0.1 from a CA of the test's own (`caFile`). */
+  tls?: boolean;
 }
 
 /**
@@ -37,7 +40,37 @@ export interface TestRegistry {
   tokenServer?: TokenServer;
   /** The registry's stdout and stderr, access log included. */
   output: string[];
+  /** PEM file of the CA that signed the registry's certificate; present with `tls`. */
+  caFile?: string;
   stop(): Promise<void>;
+}
+
+/** Fetches from the registry, trusting its test CA when it serves HTTPS. */
+async function registryFetch(registry: TestRegistry, url: string, init: { method?: string; headers?: Record<string, string>; body?: Buffer } = {}): Promise<Response> {
+  if (!registry.caFile) return fetch(url, init);
+  const dispatcher = new Agent({ connect: { ca: await readFile(registry.caFile, 'utf8') } });
+  try {
+    const response = await undiciFetch(url, { ...init, dispatcher });
+    const body = Buffer.from(await response.arrayBuffer());
+    return new Response(response.status === 204 || response.status === 304 || init.method === 'HEAD' ? null : body, { status: response.status, headers: new Headers([...response.headers]) });
+  } finally {
+    await dispatcher.close();
+  }
+}
+
+/** Writes a CA and a certificate for IP 127.0.0.1 that it signed; returns the file paths. */
+async function makeServerCertificate(dir: string): Promise<{ caFile: string; certFile: string; keyFile: string }> {
+  const caFile = path.join(dir, 'ca.crt');
+  const caKey = path.join(dir, 'ca.key');
+  const certFile = path.join(dir, 'server.crt');
+  const keyFile = path.join(dir, 'server.key');
+  const csrFile = path.join(dir, 'server.csr');
+  const extFile = path.join(dir, 'server.ext');
+  await execa('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', caKey, '-out', caFile, '-days', '2', '-subj', '/CN=berth-test-ca']);
+  await execa('openssl', ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', csrFile, '-subj', '/CN=127.0.0.1']);
+  await writeFile(extFile, 'subjectAltName = IP:127.0.0.1\n');
+  await execa('openssl', ['x509', '-req', '-in', csrFile, '-CA', caFile, '-CAkey', caKey, '-CAcreateserial', '-out', certFile, '-days', '2', '-extfile', extFile]);
+  return { caFile, certFile, keyFile };
 }
 
 /** Returns a TCP port on 127.0.0.1 that was free a moment ago. */
@@ -77,6 +110,9 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
       ].join('\n');
     }
 
+    const certificate = options.tls ? await makeServerCertificate(dir) : undefined;
+    const tlsConfig = certificate ? `  tls:\n    certificate: ${certificate.certFile}\n    key: ${certificate.keyFile}\n` : '';
+
     const config = [
       'version: 0.1',
       'log:',
@@ -95,6 +131,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
       'http:',
       `  addr: 127.0.0.1:${port}`,
       '  secret: berth-test-secret',
+      tlsConfig,
       authConfig,
     ].join('\n');
     await writeFile(path.join(dir, 'config.yml'), config);
@@ -106,9 +143,10 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
     const host = `127.0.0.1:${port}`;
     const registry: TestRegistry = {
       host,
-      url: `http://${host}`,
+      url: `${certificate ? 'https' : 'http'}://${host}`,
       auth,
       output,
+      ...(certificate ? { caFile: certificate.caFile } : {}),
       ...(auth !== 'none' ? { username, password } : {}),
       ...(tokenServer ? { tokenServer } : {}),
       stop: async () => {
@@ -122,7 +160,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
     for (;;) {
       if (child.exitCode !== null) throw new Error(`docker-registry exited with code ${child.exitCode}:\n${output.join('')}`);
       try {
-        const response = await fetch(`${registry.url}/v2/`);
+        const response = await registryFetch(registry, `${registry.url}/v2/`);
         if (response.status === 200 || response.status === 401) return registry;
       } catch {
         // Not listening yet.
@@ -283,7 +321,7 @@ class PushClient {
       const headers: Record<string, string> = {};
       if (contentType) headers['content-type'] = contentType;
       if (this.authorization) headers.authorization = this.authorization;
-      const response = await fetch(`${this.registry.url}${pathAndQuery}`, { method, headers, ...(body ? { body } : {}) });
+      const response = await registryFetch(this.registry, `${this.registry.url}${pathAndQuery}`, { method, headers, ...(body ? { body } : {}) });
       if (response.status !== 401 || attempt > 0) return response;
       await response.arrayBuffer();
       await this.authenticate(response.headers.get('www-authenticate') ?? '');
