@@ -195,7 +195,9 @@ export class TokenServer {
   readonly service = 'berth-test-registry';
   readonly issuer = 'berth-test-issuer';
   /** Token requests received, with the scope and whether credentials were accepted. */
-  readonly requests: { scope: string; account: string; granted: boolean }[] = [];
+  readonly requests: { scope: string; account: string; granted: boolean; grantType?: string; clientId?: string }[] = [];
+  /** OAuth2 refresh tokens accepted in a POST with grant_type=refresh_token, each mapped to its account. */
+  readonly refreshTokens = new Map<string, string>();
 
   private constructor(
     private readonly server: http.Server,
@@ -227,6 +229,18 @@ export class TokenServer {
   }
 
   private handle(request: http.IncomingMessage, response: http.ServerResponse): void {
+    if (request.method === 'POST') {
+      const chunks: Buffer[] = [];
+      request.on('data', (chunk: Buffer) => chunks.push(chunk));
+      request.on('end', () => {
+        const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+        const grantType = form.get('grant_type') ?? '';
+        const account = grantType === 'refresh_token' ? this.refreshTokens.get(form.get('refresh_token') ?? '') ?? '' : '';
+        this.grant(response, form.get('scope') ?? '', account, { grantType, clientId: form.get('client_id') ?? '' });
+      });
+      return;
+    }
+
     const url = new URL(request.url ?? '/', this.realm);
     const scope = url.searchParams.get('scope') ?? '';
     const header = request.headers.authorization ?? '';
@@ -237,9 +251,13 @@ export class TokenServer {
       const user = decoded.slice(0, colon);
       if (this.users[user] !== undefined && this.users[user] === decoded.slice(colon + 1)) account = user;
     }
+    this.grant(response, scope, account);
+  }
 
+  /** Sends 401 without an account, else a JWT for the scope, named access_token for OAuth2 requests as OAuth2 servers name it. */
+  private grant(response: http.ServerResponse, scope: string, account: string, oauth?: { grantType: string; clientId: string }): void {
     const granted = account !== '';
-    this.requests.push({ scope, account, granted });
+    this.requests.push({ scope, account, granted, ...oauth });
     if (!granted) {
       response.writeHead(401, { 'content-type': 'application/json' });
       response.end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'invalid username or password' }] }));
@@ -256,7 +274,7 @@ export class TokenServer {
     const now = Math.floor(Date.now() / 1000);
     const token = this.sign({ iss: this.issuer, sub: account, aud: this.service, exp: now + 300, nbf: now - 10, iat: now, jti: randomUUID(), access });
     response.writeHead(200, { 'content-type': 'application/json' });
-    response.end(JSON.stringify({ token, expires_in: 300 }));
+    response.end(JSON.stringify(oauth ? { access_token: token, expires_in: 300 } : { token, expires_in: 300 }));
   }
 
   private sign(claims: Record<string, unknown>): string {
