@@ -63,6 +63,25 @@ for (const handler of ['runc', 'crun']) {
       }
     });
 
+    test('pod handler runs its containers', async () => {
+      const pod = await runPod(daemon, handler, 'handler');
+      const id = await startContainer(daemon, pod, containerConfig('main', images.busybox, ['sleep', '1000']));
+      const verbose = await daemon.client.runtime.ContainerStatus({ container_id: id, verbose: true });
+      assert.equal((JSON.parse(verbose.info?.info ?? '{}') as { runtimeHandler: string }).runtimeHandler, handler);
+
+      // Each runtime keeps its containers under the root its driver logs at start-up.
+      const rootOf = (runtime: string): string => {
+        const ready = daemon.logRecords().find((record) => record.msg === `${runtime} driver ready`);
+        assert.ok(ready, `no "${runtime} driver ready" log record`);
+        return String(ready.runtime_root);
+      };
+      const other = handler === 'runc' ? 'crun' : 'runc';
+      const state = await run(handler, ['--root', rootOf(handler), 'state', id]);
+      assert.equal((JSON.parse(state.stdout) as { status: string }).status, 'running');
+      await assert.rejects(run(other, ['--root', rootOf(other), 'state', id]), `${other} also knows container ${id}`);
+      await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: pod.id });
+    });
+
     test('exec output and CRI log lines', async () => {
       const pod = await runPod(daemon, handler, 'exec');
       const id = await startContainer(daemon, pod, containerConfig('main', images.busybox, ['sh', '-c', 'echo hello; echo oops >&2; sleep 1000']));
@@ -526,7 +545,10 @@ for (const handler of ['runc', 'crun']) {
       const id = await startContainer(daemon, pod, containerConfig('main', images.busybox, ['sleep', '1000'], { linux: { resources: { oom_score_adj: -998 } } }));
       const own = (await readFile('/proc/self/oom_score_adj', 'utf8')).trim();
       assert.equal((await exec(daemon, id, ['cat', '/proc/self/oom_score_adj'])).stdout.trim(), own);
-      assert.ok(daemon.logRecords().some((line) => String(line.msg).includes('oom_score_adj below the daemon')));
+      const second = await startContainer(daemon, pod, containerConfig('second', images.busybox, ['sleep', '1000'], { linux: { resources: { oom_score_adj: -999 } } }));
+      assert.equal((await exec(daemon, second, ['cat', '/proc/self/oom_score_adj'])).stdout.trim(), own);
+      const clampRecords = daemon.logRecords().filter((line) => String(line.msg).includes('oom_score_adj below the daemon'));
+      assert.equal(clampRecords.length, 1, 'the clamp is logged once per daemon');
     });
   });
 }
