@@ -2,7 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TestDaemon } from '../support/daemon.js';
@@ -262,6 +262,16 @@ for (const handler of ['runc', 'crun']) {
       await daemon.client.runtime.ReopenContainerLog({ container_id: id });
       await sleep(600);
       assert.match(await readFile(logPath, 'utf8'), /stdout F tick/);
+      // The monitor closed the rotated file, so it no longer grows.
+      const rotatedSize = (await stat(`${logPath}.1`)).size;
+      await sleep(600);
+      assert.equal((await stat(`${logPath}.1`)).size, rotatedSize, 'the rotated log still grows');
+
+      await daemon.client.runtime.StopContainer({ container_id: id, timeout: 0 });
+      await waitExited(daemon, id);
+      const stopped = await expectGrpcError(daemon.client.runtime.ReopenContainerLog({ container_id: id }));
+      assert.equal(stopped.code, grpc.status.FAILED_PRECONDITION);
+      assert.match(stopped.details, /not running; its log cannot be reopened/);
     });
 
     test('security context reaches the process', async () => {
