@@ -555,6 +555,13 @@ describe('image pull through mirrors and short names', () => {
     assert.equal(err.code, grpc.status.UNAVAILABLE);
     assert.match(err.details, new RegExp(`${mirror.host.replace('.', '\\.')}/library/absent: manifest "latest" not found`));
     assert.match(err.details, new RegExp(`127\\.0\\.0\\.1:${closedPort}/library/absent`));
+
+    // A server-side failure is logged at error level with the RPC and the image it concerns.
+    const failure = await daemon.waitForLog((record) => record.msg === 'request failed' && record.image === 'absent');
+    assert.equal(failure.level, 'error');
+    assert.equal(failure.rpc, '/runtime.v1.ImageService/PullImage');
+    assert.equal(failure.code, 'UNAVAILABLE');
+    assert.match(String(failure.err), /could not be pulled/);
   });
 
   test('blocked registry is rejected', async () => {
