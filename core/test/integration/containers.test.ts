@@ -236,6 +236,35 @@ for (const handler of ['runc', 'crun']) {
       await daemon.client.runtime.StopContainer({ container_id: burner, timeout: 0 });
     });
 
+    test('stats lists keep exited containers and empty pods', async () => {
+      const pod = await runPod(daemon, handler, 'statsexited');
+      const empty = await runPod(daemon, handler, 'statsempty');
+      const running = await startContainer(daemon, pod, containerConfig('running', images.busybox, ['sleep', '1000']));
+      const exited = await startContainer(daemon, pod, containerConfig('exited', images.busybox, ['true']));
+      await waitExited(daemon, exited);
+
+      // The kubelet lists stats of every container and pod; one exited container must not fail the call.
+      const listed = await daemon.client.runtime.ListContainerStats({ filter: { pod_sandbox_id: pod.id } });
+      const ids = (listed.stats ?? []).map((entry) => entry.attributes?.id).sort();
+      assert.deepEqual(ids, [running, exited].sort());
+      const all = await daemon.client.runtime.ListContainerStats({});
+      assert.ok((all.stats ?? []).some((entry) => entry.attributes?.id === running));
+
+      const exitedStats = await daemon.client.runtime.ContainerStats({ container_id: exited });
+      assert.equal(exitedStats.stats?.attributes?.id, exited);
+
+      const emptyStats = await daemon.client.runtime.PodSandboxStats({ pod_sandbox_id: empty.id });
+      assert.equal(emptyStats.stats?.attributes?.id, empty.id);
+      assert.deepEqual(emptyStats.stats?.linux?.containers ?? [], []);
+      const pods = await daemon.client.runtime.ListPodSandboxStats({});
+      const podIds = (pods.stats ?? []).map((entry) => entry.attributes?.id);
+      assert.ok(podIds.includes(pod.id));
+      assert.ok(podIds.includes(empty.id));
+
+      await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: pod.id });
+      await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: empty.id });
+    });
+
     test('update resources and reopen log', async () => {
       const pod = await runPod(daemon, handler, 'update');
       const id = await startContainer(daemon, pod, containerConfig('main', images.busybox, ['sh', '-c', 'while true; do echo tick; sleep 0.2; done']));
