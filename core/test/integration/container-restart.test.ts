@@ -67,6 +67,31 @@ describe('container restart and leaks', () => {
     assert.deepEqual((await daemon.client.runtime.ListPodSandbox({})).items, []);
   });
 
+  test('containers outlive a graceful stop', async () => {
+    const pods: { id: string; container: string }[] = [];
+    for (const handler of ['runc', 'crun']) {
+      const pod = await runPod(daemon, handler, `graceful-${handler}`);
+      const container = await startContainer(daemon, pod, containerConfig('main', images.busybox, ['sh', '-c', 'while true; do echo tick; sleep 0.2; done']));
+      pods.push({ id: pod.id, container });
+    }
+    const logPath = (await daemon.client.runtime.ContainerStatus({ container_id: pods[0]!.container })).status!.log_path!;
+
+    // SIGTERM, as systemd sends on a restart of the service.
+    assert.equal(await daemon.stop(), 0);
+    const sizeWhileDown = (await readFile(logPath)).length;
+    await sleep(800);
+    assert.ok((await readFile(logPath)).length > sizeWhileDown, 'the container stopped logging while the daemon was down');
+
+    ({ daemon } = await startRuntimeDaemon(images, { dir: daemon.dir, cgroupParent }));
+    for (const pod of pods) {
+      const status = await daemon.client.runtime.ContainerStatus({ container_id: pod.container });
+      assert.equal(status.status?.state, 'CONTAINER_RUNNING', pod.container);
+      const result = await daemon.client.runtime.ExecSync({ container_id: pod.container, cmd: ['echo', 'alive'], timeout: 10 });
+      assert.equal(Buffer.from(result.stdout ?? []).toString(), 'alive\n');
+    }
+    for (const pod of pods) await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: pod.id });
+  });
+
   test('half-created container is undone at start-up', async () => {
     const pod = await runPod(daemon, 'runc', 'halfway');
     const id = await startContainer(daemon, pod, containerConfig('main', images.busybox, ['sleep', '1000']));
