@@ -1,5 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { copyFile, mkdir, mkdtemp, readdir } from 'node:fs/promises';
 import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -20,6 +21,7 @@ import {
   zstdImage,
   type BuiltImage,
   type BuiltIndex,
+  type TarEntry,
 } from '../support/images.js';
 import { CountingProxy, freePort, pushImage, startRegistry, type TestRegistry } from '../support/registry.js';
 
@@ -615,6 +617,24 @@ describe('image pull downloads', () => {
     assert.equal(proxy.blobDownloads(image.configDigest), 1);
   });
 
+  test('manifest requests accept OCI and Docker types', async () => {
+    const first = proxy.requests.length;
+    await daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/random:v1` } });
+    const manifestGets = proxy.requests.slice(first).filter((request) => request.method === 'GET' && request.path.includes('/manifests/'));
+    assert.ok(manifestGets.length > 0, 'no manifest request went through the proxy');
+    for (const request of manifestGets) {
+      const accepted = (request.accept ?? '').split(',').map((type) => type.split(';')[0]!.trim());
+      for (const mediaType of [
+        'application/vnd.oci.image.manifest.v1+json',
+        'application/vnd.oci.image.index.v1+json',
+        'application/vnd.docker.distribution.manifest.v2+json',
+        'application/vnd.docker.distribution.manifest.list.v2+json',
+      ]) {
+        assert.ok(accepted.includes(mediaType), `Accept "${request.accept}" of ${request.path} lacks ${mediaType}`);
+      }
+    }
+  });
+
   test('5xx answers are retried', async () => {
     await daemon.client.image.RemoveImage({ image: { image: image.configDigest } });
     const layer = image.layers[0]!.digest;
@@ -670,6 +690,25 @@ describe('image pull downloads', () => {
     await daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/whiteout:v1` } });
     assert.equal(proxy.blobDownloads(base.layers[0]!.digest), 1);
     assert.equal(proxy.blobDownloads(layered.layers[1]!.digest), 1);
+  });
+
+  test('concurrent pulls share a base layer download', async () => {
+    const shared: TarEntry[] = [{ name: 'shared.bin', content: randomBytes(256 * 1024) }];
+    const first = await buildImage({ layers: [{ entries: shared }, { entries: [{ name: 'first', content: 'first\n' }] }] });
+    const second = await buildImage({ layers: [{ entries: shared }, { entries: [{ name: 'second', content: 'second\n' }] }] });
+    const base = first.layers[0]!.digest;
+    assert.equal(second.layers[0]!.digest, base, 'the fixture images do not share their base layer');
+    await pushImage(registry, 'test/shared-first', first, 'v1');
+    await pushImage(registry, 'test/shared-second', second, 'v1');
+
+    const responses = await Promise.all([
+      daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/shared-first:v1` } }),
+      daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/shared-second:v1` } }),
+    ]);
+    assert.deepEqual(responses.map((response) => response.image_ref), [first.configDigest, second.configDigest]);
+    assert.equal(proxy.blobDownloads(base), 1, 'the shared base layer was downloaded more than once');
+    assert.equal(proxy.blobDownloads(first.layers[1]!.digest), 1);
+    assert.equal(proxy.blobDownloads(second.layers[1]!.digest), 1);
   });
 
   test('broken-off layer resumes with Range', async () => {

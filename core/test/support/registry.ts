@@ -371,6 +371,8 @@ export interface ProxiedRequest {
   status: number;
   /** Date.now() when the proxy received the request. */
   receivedAt: number;
+  /** The Accept header the client sent, if any. */
+  accept?: string;
   /** The Range header the client sent, if any (before `stripRange` removed it). */
   range?: string;
 }
@@ -437,9 +439,10 @@ export class CountingProxy {
     const requestPath = request.url ?? '/';
     const method = request.method ?? 'GET';
     const receivedAt = Date.now();
+    const accept = typeof request.headers.accept === 'string' ? request.headers.accept : undefined;
     if (this.failures.count > 0 && this.failures.match.test(requestPath)) {
       this.failures.count--;
-      this.requests.push({ method, path: requestPath, status: this.failures.status, receivedAt });
+      this.requests.push({ method, path: requestPath, status: this.failures.status, receivedAt, ...(accept !== undefined ? { accept } : {}) });
       response.writeHead(this.failures.status, { 'content-type': 'application/json' });
       response.end(JSON.stringify({ errors: [{ code: 'UNAVAILABLE', message: 'injected by the test proxy' }] }));
       return;
@@ -450,7 +453,7 @@ export class CountingProxy {
     const headers = { ...request.headers, host: this.target };
     if (this.options.stripRange) delete headers.range;
     const upstream = http.request({ hostname, port: Number(port), method, path: requestPath, headers }, (reply) => {
-      this.requests.push({ method, path: requestPath, status: reply.statusCode ?? 0, receivedAt, ...(range !== undefined ? { range } : {}) });
+      this.requests.push({ method, path: requestPath, status: reply.statusCode ?? 0, receivedAt, ...(accept !== undefined ? { accept } : {}), ...(range !== undefined ? { range } : {}) });
       response.writeHead(reply.statusCode ?? 502, reply.headers);
       const isBlob = method === 'GET' && requestPath.includes('/blobs/sha256:') && (reply.statusCode === 200 || reply.statusCode === 206);
       const reset = isBlob && this.resets.count > 0 && requestPath.includes(this.resets.match);
