@@ -108,6 +108,16 @@ describe('image pull through the CRI socket', () => {
 
     const none = await daemon.client.image.ListImages({ filter: { image: { image: `${registry.host}/test/absent:v1` } } });
     assert.equal(none.images.length, 0);
+
+    for (const reference of [zstd.configDigest, `${registry.host}/test/zstd@${zstd.digest}`]) {
+      const byReference = await daemon.client.image.ListImages({ filter: { image: { image: reference } } });
+      assert.deepEqual(byReference.images.map((image) => image.id), [zstd.configDigest], `filter ${reference}`);
+    }
+    await daemon.client.image.PullImage({ image: { image: `${registry.host}/library/busybox:latest` } });
+    const unfiltered = await daemon.client.image.ListImages({ filter: { image: { image: '' } } });
+    const unfilteredIds = unfiltered.images.map((image) => image.id);
+    assert.ok(unfilteredIds.includes(zstd.configDigest), 'an empty filter image left out the zstd image');
+    assert.ok(unfilteredIds.includes(base.configDigest), 'an empty filter image left out the base image');
   });
 
   test('ImageStatus reports size, tags and pinned', async () => {
