@@ -525,6 +525,46 @@ for (const handler of ['runc', 'crun']) {
       await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: pod.id });
     });
 
+    test('tty and TARGET PID namespace', async () => {
+      const pod = await runPod(daemon, handler, 'ttytarget');
+      const terminal = await startContainer(
+        daemon,
+        pod,
+        containerConfig('terminal', images.busybox, ['sh', '-c', 'if [ -t 1 ]; then echo on-a-tty; else echo no-tty; fi; sleep 1000'], { tty: true, stdin: true }),
+      );
+      await sleep(300);
+      const terminalStatus = await daemon.client.runtime.ContainerStatus({ container_id: terminal });
+      assert.match(await readFile(terminalStatus.status!.log_path!, 'utf8'), /stdout [PF] on-a-tty/);
+      const plain = await exec(daemon, terminal, ['sh', '-c', 'if [ -t 1 ]; then echo tty; else echo pipe; fi']);
+      assert.equal(plain.stdout, 'pipe\n', 'ExecSync output should not go through a terminal');
+
+      // A debug container joins the PID namespace of its target, as kubectl debug --target does.
+      const target = await startContainer(daemon, pod, containerConfig('target', images.busybox, ['sleep', '1003']));
+      const debug = await startContainer(
+        daemon,
+        pod,
+        containerConfig('debug', images.busybox, ['sleep', '1004'], {
+          linux: { security_context: { namespace_options: { pid: 'TARGET', target_id: target } } },
+        }),
+      );
+      const processes = (await exec(daemon, debug, ['ps', '-o', 'args'])).stdout;
+      assert.match(processes, /sleep 1003/);
+      assert.doesNotMatch((await exec(daemon, terminal, ['ps', '-o', 'args'])).stdout, /sleep 1003/, 'containers without TARGET share a PID namespace');
+
+      const missing = await expectGrpcError(
+        daemon.client.runtime.CreateContainer({
+          pod_sandbox_id: pod.id,
+          sandbox_config: pod.config,
+          config: containerConfig('debug-missing', images.busybox, ['true'], {
+            linux: { security_context: { namespace_options: { pid: 'TARGET', target_id: 'f'.repeat(64) } } },
+          }),
+        }),
+      );
+      assert.equal(missing.code, grpc.status.INVALID_ARGUMENT);
+      assert.match(missing.details, /namespace_options\.pid: TARGET names container "f{64}", which is not in pod sandbox/);
+      await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: pod.id });
+    });
+
     test('pod PID sharing through the infra container', async () => {
       const shared = { security_context: { namespace_options: { pid: 'POD' as const } } };
       const pod = await runPod(daemon, handler, 'pidshare', { linux: shared });
