@@ -309,6 +309,34 @@ describe('image pull through the CRI socket', () => {
     assert.ok(afterRemove < before, `${before} -> ${afterRemove}`);
   });
 
+  test('extraction leaves the server responsive', async () => {
+    // Many small files make extraction system-call bound, which would stall the event loop for the
+    // whole extraction if it ran there synchronously.
+    const files: TarEntry[] = [];
+    for (let dir = 0; dir < 100; dir++) {
+      files.push({ name: `many/d${dir}/`, type: 'directory' });
+      for (let file = 0; file < 150; file++) files.push({ name: `many/d${dir}/f${file}`, content: `${dir}/${file}\n` });
+    }
+    const image = await buildImage({ layers: [{ entries: files }] });
+    await pushImage(registry, 'test/many-files', image, 'v1');
+
+    let pulling = true;
+    const pull = daemon.client.image.PullImage({ image: { image: `${registry.host}/test/many-files:v1` } }).finally(() => {
+      pulling = false;
+    });
+    const latencies: number[] = [];
+    while (pulling) {
+      const started = Date.now();
+      await daemon.client.runtime.Version({});
+      latencies.push(Date.now() - started);
+      await sleep(10);
+    }
+    assert.equal((await pull).image_ref, image.configDigest);
+    assert.ok(latencies.length >= 5, `only ${latencies.length} Version calls ran during the pull`);
+    // NOTE: the bound leaves room for a loaded test host, so it catches only a long stall.
+    assert.ok(Math.max(...latencies) < 750, `Version took up to ${Math.max(...latencies)} ms during the pull`);
+  });
+
   test('StreamImages sends the list', async () => {
     const images = await new Promise<string[]>((resolve, reject) => {
       const ids: string[] = [];
