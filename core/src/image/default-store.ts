@@ -164,14 +164,26 @@ export class DefaultImageStore implements ImageStore {
       }
       const { image, matched, kind } = found;
 
-      if (kind === 'tag' && image.repoTags.length > 1) {
-        await this.layers.saveImage({ ...image, repoTags: image.repoTags.filter((tag) => tag !== matched) });
-        log.info({ image_id: image.id, tag: matched }, 'image tag removed');
-        return;
+      // A tag reference untags while other tags remain, so the last tag removes the image as
+      // `crictl rmi name:tag` expects. A repo digest reference keeps an image that still has a tag
+      // or another repo digest.
+      if (kind !== 'id') {
+        const pinnedThroughName = this.pinnedReferences(image, matched);
+        if (pinnedThroughName.length > 0) {
+          throw new FailedPreconditionError(`${matched} of image ${image.id} is pinned by image.pinned_images (${pinnedThroughName.join(', ')}) and cannot be removed; remove the entry from the config first`);
+        }
+        const remaining = withoutName(image, matched, kind);
+        const keepImage = kind === 'tag' ? remaining.repoTags.length > 0 : remaining.repoTags.length > 0 || remaining.repoDigests.length > 0;
+        if (keepImage) {
+          await this.layers.saveImage(remaining);
+          log.info({ image_id: image.id, name: matched }, 'image name removed; the image keeps its other names');
+          return;
+        }
       }
 
-      if (this.isPinned(image)) {
-        throw new FailedPreconditionError(`image ${image.id} (${image.repoTags.join(', ') || 'untagged'}) is pinned by image.pinned_images and cannot be removed`);
+      const pinnedBy = this.pinnedReferences(image);
+      if (pinnedBy.length > 0) {
+        throw new FailedPreconditionError(`image ${image.id} is pinned by image.pinned_images (${pinnedBy.join(', ')}) and cannot be removed; remove the entry from the config first`);
       }
       const users = this.rootfs.users(image.id);
       if (users.length > 0) {
@@ -229,12 +241,23 @@ export class DefaultImageStore implements ImageStore {
   }
 
   private isPinned(image: StoredImage): boolean {
-    return this.config.image.pinned_images.some((pinned) => {
+    return this.pinnedReferences(image).length > 0;
+  }
+
+  /**
+   * Returns the image.pinned_images entries that resolve to `image`. With `name`, returns only
+   * those that resolve through that tag or repo digest, so removing the name would unpin the image.
+   */
+  private pinnedReferences(image: StoredImage, name?: string): string[] {
+    return this.config.image.pinned_images.filter((pinned) => {
+      let found;
       try {
-        return this.find(pinned)?.image.id === image.id;
+        found = this.find(pinned);
       } catch {
         return false;
       }
+      if (found?.image.id !== image.id) return false;
+      return name === undefined || (found.kind !== 'id' && found.matched === name);
     });
   }
 
@@ -249,4 +272,14 @@ export class DefaultImageStore implements ImageStore {
       pinned: this.isPinned(image),
     };
   }
+}
+
+/** Returns `image` without the tag or repo digest `name`; the lookup digest goes too unless another repo digest uses it. */
+function withoutName(image: StoredImage, name: string, kind: 'tag' | 'digest'): StoredImage {
+  if (kind === 'tag') return { ...image, repoTags: image.repoTags.filter((tag) => tag !== name) };
+
+  const digest = name.slice(name.lastIndexOf('@') + 1);
+  const repoDigests = image.repoDigests.filter((repoDigest) => repoDigest !== name);
+  const digestStillNamed = repoDigests.some((repoDigest) => repoDigest.endsWith(`@${digest}`));
+  return { ...image, repoDigests, digests: digestStillNamed ? image.digests : image.digests.filter((d) => d !== digest) };
 }

@@ -195,7 +195,14 @@ export class LayerExtractor {
 
       case 'link': {
         stream.resume();
-        const linkTarget = normaliseEntryName(header.linkname ?? '');
+        let linkTarget: string;
+        try {
+          linkTarget = normaliseEntryName(header.linkname ?? '');
+        } catch (err) {
+          // The message names the link entry, because the target is only the entry's linkname field.
+          if (err instanceof UnsafeEntryError) throw new UnsafeEntryError(header.name, `hard link target ${err.message.replace(/^tar entry /, '')}`);
+          throw err;
+        }
         if (linkTarget === '') throw new UnsafeEntryError(header.name, 'hard link names no target');
         for (const ancestor of ancestors(linkTarget)) {
           if (lstatOrUndefined(path.join(this.root, ancestor))?.isSymbolicLink()) {

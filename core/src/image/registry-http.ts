@@ -64,7 +64,7 @@ export type BlobAttempt =
 export class AgentCache {
   private readonly agents = new Map<string, Promise<Dispatcher>>();
 
-  constructor(private readonly certsDir: string) {}
+  constructor(readonly certsDir: string) {}
 
   agentFor(host: string, insecure: boolean): Promise<Dispatcher> {
     const key = `${host}|${insecure}`;
@@ -113,7 +113,8 @@ export interface RedirectedResponse extends Dispatcher.ResponseData {
  * to the blob storage a registry redirects to, and a secure registry may not redirect from HTTPS
  * to plain HTTP. Callers must not act on a WWW-Authenticate challenge of a response with
  * `redirectedTo` set, because responding to it would send the registry's credentials to that host.
- * Throws TransientError when no response arrives.
+ * Throws TransientError when no response arrives, and UnavailableError without retry when the
+ * host does not speak TLS or its certificate is rejected.
  */
 export async function getFollowingRedirects(
   url: string,
@@ -143,6 +144,15 @@ export async function getFollowingRedirects(
           `${policy.label}: ${target.host} does not speak TLS; if it is a plain-HTTP registry, mark it insecure = true in a [[registry]] entry of registries.conf`,
         );
       }
+      // An untrusted, expired or misnamed certificate fails the same way on every retry too.
+      const certificateCode = tlsCertificateErrorCode(err);
+      if (target.protocol === 'https:' && certificateCode !== undefined) {
+        throw new UnavailableError(
+          `${policy.label}: the TLS certificate of ${target.host} was rejected (${certificateCode}: ${errorMessage(err).trim()}); ` +
+            `if a private CA signed it, put that CA as ${path.join(policy.agents.certsDir, target.host, 'ca.crt')}, ` +
+            'or mark the registry insecure = true in registries.conf to skip verification',
+        );
+      }
       throw new TransientError(errorMessage(err).trim());
     }
 
@@ -159,6 +169,30 @@ export async function getFollowingRedirects(
     }
     current = next.toString();
   }
+}
+
+/** OpenSSL verification codes that Node sets on a TLS socket error, see `tls.TLSSocket.authorizationError`. */
+const CERTIFICATE_ERROR_CODES = new Set([
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_REVOKED',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+]);
+
+/** Returns the certificate verification code of a request error (or of its cause), if it has one. */
+function tlsCertificateErrorCode(err: unknown): string | undefined {
+  for (let current = err, depth = 0; current instanceof Error && depth < 3; current = current.cause, depth++) {
+    const code = (current as NodeJS.ErrnoException).code;
+    if (code !== undefined && CERTIFICATE_ERROR_CODES.has(code)) return code;
+  }
+  return undefined;
 }
 
 /** Releases a response body that is not read to its end; undici reports the abort as an error event, which is expected here. */

@@ -89,9 +89,12 @@ export interface ImageStore {
   get(reference: string): Promise<ImageRecord | undefined>;
 
   /**
-   * Removes the image `reference` names. A tag reference removes only that tag unless it was the
-   * last one. Idempotent: an unknown image is success. Throws FailedPreconditionError for a
-   * pinned image or one used by a container.
+   * Removes the image `reference` names. A tag reference removes only that tag while the image
+   * has other tags. A repo digest reference removes only that repo digest while the image has a
+   * tag or another repo digest. An image ID removes the whole image.
+   * Idempotent: an unknown image is success. Throws FailedPreconditionError when the removal
+   * would delete or unpin an image that image.pinned_images names, or delete one that a container
+   * uses.
    */
   remove(reference: string, log: Logger): Promise<void>;
 

@@ -98,33 +98,45 @@ export interface RuntimeDriver {
 
   /**
    * Creates the container from its bundle without starting the user process. On failure nothing
-   * created by the call stays behind (no runtime state, monitor process or cgroup).
+   * created by the call stays behind (no runtime state, monitor process or cgroup). Throws
+   * FailedPreconditionError when the id already exists in this handler.
    */
   create(options: CreateContainerOptions): Promise<ContainerRuntimeState>;
 
-  /** Starts the user process of a created container. */
+  /**
+   * Starts the user process of a created container. Throws NotFoundError for an unknown id, and
+   * the runtime's own error for a container that is not in the created state.
+   */
   start(id: string, log: Logger): Promise<void>;
 
   /**
    * Sends `signal` (a name such as `SIGTERM` or a Linux signal number) to the container's init
    * process. SIGKILL reaches every process of the container, also those left after its init
-   * exited. Signalling a stopped container is not an error.
+   * exited. Signalling a stopped container is not an error. Throws NotFoundError for an unknown
+   * id.
    */
   kill(id: string, signal: string | number, log: Logger): Promise<void>;
 
   /** Deletes the runtime's state for the container; idempotent, a missing container is success. */
   delete(id: string, log: Logger): Promise<void>;
 
-  /** Returns the current state, including an exit code recorded while the daemon was down. */
+  /**
+   * Returns the current state, including an exit code recorded while the daemon was down.
+   * Throws NotFoundError for an unknown id.
+   */
   state(id: string): Promise<ContainerRuntimeState>;
 
-  /** Runs a command in the container, collects its output and enforces the timeout. */
+  /**
+   * Runs a command in the container, collects its output up to `maxOutputBytes` per stream and
+   * kills the command at the timeout (the result then has `timedOut`). Throws
+   * FailedPreconditionError when the container is not running.
+   */
   execSync(id: string, options: ExecSyncOptions): Promise<ExecSyncResult>;
 
-  /** Starts a streaming exec session (kubectl exec). */
+  /** Starts a streaming exec session (kubectl exec). May throw UnimplementedError. */
   exec(id: string, options: StreamOptions): Promise<StreamSession>;
 
-  /** Attaches to the container's stdio held by its monitor (kubectl attach). */
+  /** Attaches to the container's stdio held by its monitor (kubectl attach). May throw UnimplementedError. */
   attach(id: string, options: StreamOptions): Promise<StreamSession>;
 
   /** Applies new Linux resource limits to a running container. */
@@ -133,7 +145,10 @@ export interface RuntimeDriver {
   pause(id: string, log: Logger): Promise<void>;
   resume(id: string, log: Logger): Promise<void>;
 
-  /** Makes the monitor close and reopen the container's log file (after log rotation). */
+  /**
+   * Makes the monitor close and reopen the container's log file (after log rotation). Throws
+   * FailedPreconditionError when the monitor has exited.
+   */
   reopenLog(id: string, log: Logger): Promise<void>;
 
   /** Stops background work (watchers, shim connections); containers keep running. */

@@ -20,6 +20,11 @@ export interface SeccompContext {
  */
 export interface SeccompProfileProvider {
   readonly name: string;
+  /**
+   * Returns the OCI seccomp section for a container's profile: undefined for Unconfined, the
+   * RuntimeDefault profile, or the Localhost file read on every call. Throws InvalidArgumentError
+   * naming the field for an unknown profile type or a missing, unreadable or invalid file.
+   */
   resolve(profile: SecurityProfileRequest, context: SeccompContext): Promise<OciSeccomp | undefined>;
 }
 

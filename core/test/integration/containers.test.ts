@@ -1,17 +1,21 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, rename } from 'node:fs/promises';
+import { execFile, spawnSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TestDaemon } from '../support/daemon.js';
 import { expectGrpcError, grpc } from '../support/cri-client.js';
 import { CRI_LOG_LINE } from '../support/driver-suite.js';
 import { entries, mountsUnder, removeAllPods, releaseLeftovers, removeCgroupParent } from '../support/pods.js';
-import { startRuntimeImages, type RuntimeImages } from '../support/runtime-images.js';
+import { runtimeImage, startRuntimeImages, type RuntimeImages } from '../support/runtime-images.js';
+import { pushImage } from '../support/registry.js';
 import { containerConfig, exec, runPod, startContainer, startRuntimeDaemon, waitExited } from '../support/runtime-daemon.js';
 import { detectCgroupLayout } from '../../src/cgroups/layout.js';
 
 let images: RuntimeImages;
+const run = promisify(execFile);
 
 before(async () => {
   images = await startRuntimeImages();
@@ -36,6 +40,46 @@ for (const handler of ['runc', 'crun']) {
       await daemon.stop();
       await releaseLeftovers(daemon.dir);
       await removeCgroupParent(cgroupParent);
+    });
+
+    test('Status lists the handler features', async () => {
+      const status = await daemon.client.runtime.Status({ verbose: true });
+      const listed = status.runtime_handlers?.find((entry) => entry.name === handler);
+      assert.ok(listed, `Status lists no handler ${handler}`);
+      // berth sets up neither recursive read-only mounts nor user namespaces, on either runtime.
+      assert.equal(listed.features?.recursive_read_only_mounts, false);
+      assert.equal(listed.features?.user_namespaces, false);
+
+      const handlers = JSON.parse(status.info?.handlers ?? '{}') as Record<string, { driver: string; runtime: string; updateResources: boolean; reported?: { ociVersionMax?: string } }>;
+      assert.equal(handlers[handler]?.driver, handler);
+      assert.match(handlers[handler]?.runtime ?? '', new RegExp(`^${handler} \\d+\\.\\d+`));
+      assert.equal(handlers[handler]?.updateResources, true);
+      const features = spawnSync(handler, ['features'], { encoding: 'utf8' });
+      if (features.status === 0) {
+        const reported = JSON.parse(features.stdout) as { ociVersionMax: string };
+        assert.equal(handlers[handler]?.reported?.ociVersionMax, reported.ociVersionMax);
+      } else {
+        assert.equal(handlers[handler]?.reported, undefined, `${handler} has no features command`);
+      }
+    });
+
+    test('pod handler runs its containers', async () => {
+      const pod = await runPod(daemon, handler, 'handler');
+      const id = await startContainer(daemon, pod, containerConfig('main', images.busybox, ['sleep', '1000']));
+      const verbose = await daemon.client.runtime.ContainerStatus({ container_id: id, verbose: true });
+      assert.equal((JSON.parse(verbose.info?.info ?? '{}') as { runtimeHandler: string }).runtimeHandler, handler);
+
+      // Each runtime keeps its containers under the root its driver logs at start-up.
+      const rootOf = (runtime: string): string => {
+        const ready = daemon.logRecords().find((record) => record.msg === `${runtime} driver ready`);
+        assert.ok(ready, `no "${runtime} driver ready" log record`);
+        return String(ready.runtime_root);
+      };
+      const other = handler === 'runc' ? 'crun' : 'runc';
+      const state = await run(handler, ['--root', rootOf(handler), 'state', id]);
+      assert.equal((JSON.parse(state.stdout) as { status: string }).status, 'running');
+      await assert.rejects(run(other, ['--root', rootOf(other), 'state', id]), `${other} also knows container ${id}`);
+      await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: pod.id });
     });
 
     test('exec output and CRI log lines', async () => {
@@ -192,6 +236,35 @@ for (const handler of ['runc', 'crun']) {
       await daemon.client.runtime.StopContainer({ container_id: burner, timeout: 0 });
     });
 
+    test('stats lists keep exited containers and empty pods', async () => {
+      const pod = await runPod(daemon, handler, 'statsexited');
+      const empty = await runPod(daemon, handler, 'statsempty');
+      const running = await startContainer(daemon, pod, containerConfig('running', images.busybox, ['sleep', '1000']));
+      const exited = await startContainer(daemon, pod, containerConfig('exited', images.busybox, ['true']));
+      await waitExited(daemon, exited);
+
+      // The kubelet lists stats of every container and pod; one exited container must not fail the call.
+      const listed = await daemon.client.runtime.ListContainerStats({ filter: { pod_sandbox_id: pod.id } });
+      const ids = (listed.stats ?? []).map((entry) => entry.attributes?.id).sort();
+      assert.deepEqual(ids, [running, exited].sort());
+      const all = await daemon.client.runtime.ListContainerStats({});
+      assert.ok((all.stats ?? []).some((entry) => entry.attributes?.id === running));
+
+      const exitedStats = await daemon.client.runtime.ContainerStats({ container_id: exited });
+      assert.equal(exitedStats.stats?.attributes?.id, exited);
+
+      const emptyStats = await daemon.client.runtime.PodSandboxStats({ pod_sandbox_id: empty.id });
+      assert.equal(emptyStats.stats?.attributes?.id, empty.id);
+      assert.deepEqual(emptyStats.stats?.linux?.containers ?? [], []);
+      const pods = await daemon.client.runtime.ListPodSandboxStats({});
+      const podIds = (pods.stats ?? []).map((entry) => entry.attributes?.id);
+      assert.ok(podIds.includes(pod.id));
+      assert.ok(podIds.includes(empty.id));
+
+      await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: pod.id });
+      await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: empty.id });
+    });
+
     test('update resources and reopen log', async () => {
       const pod = await runPod(daemon, handler, 'update');
       const id = await startContainer(daemon, pod, containerConfig('main', images.busybox, ['sh', '-c', 'while true; do echo tick; sleep 0.2; done']));
@@ -205,12 +278,29 @@ for (const handler of ['runc', 'crun']) {
         : path.join(layout.unifiedMount!, cgroupsPath, 'memory.max');
       assert.equal((await readFile(limitFile, 'utf8')).trim(), String(96 * 1024 * 1024));
       assert.equal(verbose.status?.resources?.linux?.memory_limit_in_bytes, String(96 * 1024 * 1024));
+      if (layout.v1Mounts.has('cpu')) {
+        assert.equal((await readFile(path.join(layout.v1Mounts.get('cpu')!, cgroupsPath, 'cpu.shares'), 'utf8')).trim(), '256');
+      } else {
+        // The runtimes map shares to cgroup v2 weights by their own formulas; 100 is the default weight.
+        assert.notEqual((await readFile(path.join(layout.unifiedMount!, cgroupsPath, 'cpu.weight'), 'utf8')).trim(), '100');
+      }
+      assert.equal(verbose.status?.resources?.linux?.cpu_shares, '256');
 
       const logPath = verbose.status?.log_path ?? '';
       await rename(logPath, `${logPath}.1`);
       await daemon.client.runtime.ReopenContainerLog({ container_id: id });
       await sleep(600);
       assert.match(await readFile(logPath, 'utf8'), /stdout F tick/);
+      // The monitor closed the rotated file, so it no longer grows.
+      const rotatedSize = (await stat(`${logPath}.1`)).size;
+      await sleep(600);
+      assert.equal((await stat(`${logPath}.1`)).size, rotatedSize, 'the rotated log still grows');
+
+      await daemon.client.runtime.StopContainer({ container_id: id, timeout: 0 });
+      await waitExited(daemon, id);
+      const stopped = await expectGrpcError(daemon.client.runtime.ReopenContainerLog({ container_id: id }));
+      assert.equal(stopped.code, grpc.status.FAILED_PRECONDITION);
+      assert.match(stopped.details, /not running; its log cannot be reopened/);
     });
 
     test('security context reaches the process', async () => {
@@ -267,6 +357,212 @@ for (const handler of ['runc', 'crun']) {
         }),
       );
       assert.equal((await exec(daemon, unconfined, ['mount', '-t', 'tmpfs', 'none', '/mnt'])).exitCode, 0);
+    });
+
+    test('bind mounts honour readonly and propagation', async () => {
+      const hostDir = await mkdtemp(path.join(daemon.dir, 'volumes-'));
+      const shared = path.join(hostDir, 'shared');
+      const isolated = path.join(hostDir, 'isolated');
+      const hostMounts: string[] = [];
+      try {
+        // Propagation depends on the host mount that contains the source, so the test makes its own:
+        // one shared bind mount and one private one.
+        for (const [dir, kind] of [[shared, '--make-shared'], [isolated, '--make-private']] as const) {
+          await mkdir(path.join(dir, 'sub'), { recursive: true });
+          await run('mount', ['--bind', dir, dir]);
+          hostMounts.unshift(dir);
+          await run('mount', [kind, dir]);
+        }
+        await writeFile(path.join(isolated, 'config'), 'from the host\n');
+
+        const pod = await runPod(daemon, handler, 'mounts');
+        const id = await startContainer(
+          daemon,
+          pod,
+          containerConfig('main', images.busybox, ['sleep', '1000'], {
+            mounts: [
+              { container_path: '/ro', host_path: isolated, readonly: true },
+              { container_path: '/rw', host_path: isolated, readonly: false },
+              { container_path: '/follow', host_path: shared, propagation: 'PROPAGATION_HOST_TO_CONTAINER' },
+              { container_path: '/private', host_path: shared, propagation: 'PROPAGATION_PRIVATE' },
+            ],
+          }),
+        );
+
+        assert.equal((await exec(daemon, id, ['cat', '/ro/config'])).stdout, 'from the host\n');
+        const readonlyWrite = await exec(daemon, id, ['touch', '/ro/new']);
+        assert.notEqual(readonlyWrite.exitCode, 0, 'a readonly mount accepted a write');
+        assert.match(readonlyWrite.stderr, /Read-only file system/);
+        assert.equal((await exec(daemon, id, ['sh', '-c', 'echo from the container > /rw/written'])).exitCode, 0);
+        assert.equal(await readFile(path.join(isolated, 'written'), 'utf8'), 'from the container\n');
+
+        // A mount made on the host after the start reaches HOST_TO_CONTAINER only.
+        await run('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'berth-late', path.join(shared, 'sub')]);
+        hostMounts.unshift(path.join(shared, 'sub'));
+        await writeFile(path.join(shared, 'sub', 'late'), 'late\n');
+        assert.equal((await exec(daemon, id, ['cat', '/follow/sub/late'])).stdout, 'late\n');
+        assert.notEqual((await exec(daemon, id, ['cat', '/private/sub/late'])).exitCode, 0, 'a private mount saw a later host mount');
+
+        const err = await expectGrpcError(
+          daemon.client.runtime.CreateContainer({
+            pod_sandbox_id: pod.id,
+            sandbox_config: pod.config,
+            config: containerConfig('follow-private', images.busybox, ['true'], {
+              mounts: [{ container_path: '/follow', host_path: isolated, propagation: 'PROPAGATION_HOST_TO_CONTAINER' }],
+            }),
+          }),
+        );
+        assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+        assert.match(err.details, new RegExp(`config\\.mounts\\[0\\]\\.propagation: the host mount ${isolated} holding ${isolated} is not shared or slave`));
+
+        await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: pod.id });
+      } finally {
+        for (const mountPoint of hostMounts) await run('umount', ['-l', mountPoint]).catch((err: unknown) => console.error('cannot unmount', mountPoint, err));
+        await rm(hostDir, { recursive: true, force: true });
+      }
+    });
+
+    test('device is reachable with its permissions', async () => {
+      // /dev/loop-control (10:237) is outside the default device rules, so only the request's
+      // permissions "r" decide; opening it does nothing without an ioctl.
+      const pod = await runPod(daemon, handler, 'devices');
+      const id = await startContainer(
+        daemon,
+        pod,
+        containerConfig('main', images.busybox, ['sleep', '1000'], {
+          devices: [{ host_path: '/dev/loop-control', container_path: '/dev/berth-loop', permissions: 'r' }],
+        }),
+      );
+      const listing = (await exec(daemon, id, ['ls', '-l', '/dev/berth-loop'])).stdout;
+      assert.match(listing, /^c.* 10,\s+237 /, listing);
+      assert.equal((await exec(daemon, id, ['sh', '-c', 'exec 3</dev/berth-loop'])).exitCode, 0, 'the device cannot be opened for reading');
+      const write = await exec(daemon, id, ['sh', '-c', 'exec 3>/dev/berth-loop']);
+      assert.notEqual(write.exitCode, 0, 'the device rule "r" allowed opening for writing');
+      assert.match(write.stderr, /Operation not permitted/);
+      await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: pod.id });
+    });
+
+    test('image config merges with the request', async () => {
+      const reference = `${images.registry.host}/runtime/configured:${handler}`;
+      const script = 'trap "echo got-usr1; exit 0" USR1; while true; do sleep 0.1; done';
+      const image = await runtimeImage({
+        Entrypoint: ['/bin/sh', '-c'],
+        Cmd: [script],
+        Env: ['FROM_IMAGE=1', 'SHARED=image'],
+        WorkingDir: '/home/user',
+        StopSignal: 'SIGUSR1',
+      });
+      await pushImage(images.registry, 'runtime/configured', image, handler);
+      await daemon.client.image.PullImage({ image: { image: reference } });
+      const pod = await runPod(daemon, handler, 'imageconfig');
+
+      const fromImage = await startContainer(daemon, pod, containerConfig('from-image', reference, [], { envs: [{ key: 'SHARED', value: 'request' }, { key: 'EXTRA', value: '2' }] }));
+      const environment = (await exec(daemon, fromImage, ['sh', '-c', 'tr "\\0" "\\n" < /proc/1/environ'])).stdout.split('\n');
+      assert.ok(environment.includes('FROM_IMAGE=1'), environment.join(' '));
+      assert.ok(environment.includes('SHARED=request'), 'the request env did not override the image env');
+      assert.ok(!environment.includes('SHARED=image'));
+      assert.ok(environment.includes('EXTRA=2'));
+      assert.equal((await exec(daemon, fromImage, ['readlink', '/proc/1/cwd'])).stdout, '/home/user\n');
+      assert.equal((await exec(daemon, fromImage, ['sh', '-c', 'tr "\\0" " " < /proc/1/cmdline'])).stdout, `/bin/sh -c ${script} `);
+
+      // StopSignal SIGUSR1 from the image ends the script with 0; SIGTERM would end it with 143.
+      const started = Date.now();
+      await daemon.client.runtime.StopContainer({ container_id: fromImage, timeout: 10 });
+      const stopped = await waitExited(daemon, fromImage);
+      assert.equal(stopped.exit_code, 0, 'the image StopSignal was not sent');
+      assert.equal(stopped.reason, 'Completed');
+      assert.ok(Date.now() - started < 5000, 'StopContainer waited for the timeout');
+      assert.equal(stopped.stop_signal, 'SIGUSR1');
+
+      const argsOnly = await startContainer(daemon, pod, containerConfig('args-only', reference, [], { args: ['echo args-replaced'] }));
+      const commandOnly = await startContainer(daemon, pod, containerConfig('command-only', reference, ['/bin/echo', 'cmd-only']));
+      for (const id of [argsOnly, commandOnly]) assert.equal((await waitExited(daemon, id)).exit_code, 0);
+      const logOf = async (id: string): Promise<string> => {
+        const status = await daemon.client.runtime.ContainerStatus({ container_id: id });
+        return readFile(status.status!.log_path!, 'utf8');
+      };
+      assert.match(await logOf(argsOnly), /stdout F args-replaced$/m, 'args did not replace the image Cmd');
+      const commandLog = await logOf(commandOnly);
+      assert.match(commandLog, /stdout F cmd-only$/m);
+      assert.doesNotMatch(commandLog, /trap/, 'the image Cmd was kept although command replaced the Entrypoint');
+
+      await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: pod.id });
+      await daemon.client.image.RemoveImage({ image: { image: reference } });
+    });
+
+    test('pod files, sysctls and cgroup reach containers', async () => {
+      const podCgroup = `${cgroupParent}/pod-context-${handler}`;
+      const hostShmRmidForced = (await readFile('/proc/sys/kernel/shm_rmid_forced', 'utf8')).trim();
+      const pod = await runPod(daemon, handler, 'context', {
+        dns_config: { servers: ['10.96.0.10'], searches: ['shop.svc.cluster.local'], options: ['ndots:5'] },
+        linux: {
+          cgroup_parent: podCgroup,
+          sysctls: { 'net.ipv4.ip_unprivileged_port_start': '80', 'kernel.shm_rmid_forced': hostShmRmidForced === '1' ? '0' : '1' },
+        },
+      });
+      const id = await startContainer(daemon, pod, containerConfig('main', images.busybox, ['sleep', '1000']));
+
+      assert.equal((await exec(daemon, id, ['cat', '/etc/resolv.conf'])).stdout, 'search shop.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n');
+      assert.equal((await exec(daemon, id, ['hostname'])).stdout, 'context-host\n');
+      assert.match((await exec(daemon, id, ['cat', '/etc/hosts'])).stdout, /^127\.0\.0\.1\tlocalhost$/m);
+
+      assert.equal((await exec(daemon, id, ['cat', '/proc/sys/net/ipv4/ip_unprivileged_port_start'])).stdout, '80\n');
+      assert.equal((await exec(daemon, id, ['cat', '/proc/sys/kernel/shm_rmid_forced'])).stdout.trim(), hostShmRmidForced === '1' ? '0' : '1');
+      assert.equal((await readFile('/proc/sys/kernel/shm_rmid_forced', 'utf8')).trim(), hostShmRmidForced, 'the pod sysctl changed the host');
+
+      // df reports 1024-byte blocks; the test daemon keeps the 64 MiB default shm_size.
+      const shm = (await exec(daemon, id, ['df', '-k', '/dev/shm'])).stdout.trim().split('\n').at(-1)!.split(/\s+/);
+      assert.equal(shm[1], String(64 * 1024), `/dev/shm: ${shm.join(' ')}`);
+
+      const verbose = await daemon.client.runtime.ContainerStatus({ container_id: id, verbose: true });
+      const cgroupsPath = (JSON.parse(verbose.info?.info ?? '{}') as { cgroupsPath: string }).cgroupsPath;
+      assert.ok(cgroupsPath.startsWith(`${podCgroup}/`), `container cgroup ${cgroupsPath} is outside the pod's ${podCgroup}`);
+      const layout = await detectCgroupLayout();
+      const memoryRoot = layout.v1Mounts.get('memory') ?? layout.unifiedMount!;
+      const processes = (await readFile(path.join(memoryRoot, cgroupsPath, 'cgroup.procs'), 'utf8')).trim().split('\n');
+      assert.ok(processes.length >= 1 && processes[0] !== '', `no process in ${cgroupsPath}`);
+
+      await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: pod.id });
+    });
+
+    test('tty and TARGET PID namespace', async () => {
+      const pod = await runPod(daemon, handler, 'ttytarget');
+      const terminal = await startContainer(
+        daemon,
+        pod,
+        containerConfig('terminal', images.busybox, ['sh', '-c', 'if [ -t 1 ]; then echo on-a-tty; else echo no-tty; fi; sleep 1000'], { tty: true, stdin: true }),
+      );
+      await sleep(300);
+      const terminalStatus = await daemon.client.runtime.ContainerStatus({ container_id: terminal });
+      assert.match(await readFile(terminalStatus.status!.log_path!, 'utf8'), /stdout [PF] on-a-tty/);
+      const plain = await exec(daemon, terminal, ['sh', '-c', 'if [ -t 1 ]; then echo tty; else echo pipe; fi']);
+      assert.equal(plain.stdout, 'pipe\n', 'ExecSync output should not go through a terminal');
+
+      // A debug container joins the PID namespace of its target, as kubectl debug --target does.
+      const target = await startContainer(daemon, pod, containerConfig('target', images.busybox, ['sleep', '1003']));
+      const debug = await startContainer(
+        daemon,
+        pod,
+        containerConfig('debug', images.busybox, ['sleep', '1004'], {
+          linux: { security_context: { namespace_options: { pid: 'TARGET', target_id: target } } },
+        }),
+      );
+      const processes = (await exec(daemon, debug, ['ps', '-o', 'args'])).stdout;
+      assert.match(processes, /sleep 1003/);
+      assert.doesNotMatch((await exec(daemon, terminal, ['ps', '-o', 'args'])).stdout, /sleep 1003/, 'containers without TARGET share a PID namespace');
+
+      const missing = await expectGrpcError(
+        daemon.client.runtime.CreateContainer({
+          pod_sandbox_id: pod.id,
+          sandbox_config: pod.config,
+          config: containerConfig('debug-missing', images.busybox, ['true'], {
+            linux: { security_context: { namespace_options: { pid: 'TARGET', target_id: 'f'.repeat(64) } } },
+          }),
+        }),
+      );
+      assert.equal(missing.code, grpc.status.INVALID_ARGUMENT);
+      assert.match(missing.details, /namespace_options\.pid: TARGET names container "f{64}", which is not in pod sandbox/);
+      await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: pod.id });
     });
 
     test('pod PID sharing through the infra container', async () => {
@@ -328,7 +624,10 @@ for (const handler of ['runc', 'crun']) {
       const id = await startContainer(daemon, pod, containerConfig('main', images.busybox, ['sleep', '1000'], { linux: { resources: { oom_score_adj: -998 } } }));
       const own = (await readFile('/proc/self/oom_score_adj', 'utf8')).trim();
       assert.equal((await exec(daemon, id, ['cat', '/proc/self/oom_score_adj'])).stdout.trim(), own);
-      assert.ok(daemon.logRecords().some((line) => String(line.msg).includes('oom_score_adj below the daemon')));
+      const second = await startContainer(daemon, pod, containerConfig('second', images.busybox, ['sleep', '1000'], { linux: { resources: { oom_score_adj: -999 } } }));
+      assert.equal((await exec(daemon, second, ['cat', '/proc/self/oom_score_adj'])).stdout.trim(), own);
+      const clampRecords = daemon.logRecords().filter((line) => String(line.msg).includes('oom_score_adj below the daemon'));
+      assert.equal(clampRecords.length, 1, 'the clamp is logged once per daemon');
     });
   });
 }

@@ -105,6 +105,31 @@ describe('image pull with registry credentials', () => {
     assert.equal(token.tokenServer!.requests.length, before);
   });
 
+  test('identity_token is exchanged for a token', async () => {
+    const refreshToken = 'refresh-token-0c9d41';
+    token.tokenServer!.refreshTokens.set(refreshToken, 'berth');
+    await daemon.client.image.RemoveImage({ image: { image: image.configDigest } });
+
+    const before = token.tokenServer!.requests.length;
+    const response = await daemon.client.image.PullImage({ image: { image: `${token.host}/private/busybox:v1` }, auth: { identity_token: refreshToken } });
+    assert.equal(response.image_ref, image.configDigest);
+    const exchanges = token.tokenServer!.requests.slice(before);
+    assert.ok(exchanges.length > 0, 'no token request reached the token server');
+    for (const exchange of exchanges) {
+      assert.equal(exchange.grantType, 'refresh_token');
+      assert.equal(exchange.clientId, 'berth');
+      assert.equal(exchange.account, 'berth');
+      assert.equal(exchange.scope, 'repository:private/busybox:pull');
+    }
+
+    const err = await expectGrpcError(
+      daemon.client.image.PullImage({ image: { image: `${token.host}/private/from-file:v1` }, auth: { identity_token: 'refresh-token-unknown' } }),
+    );
+    assert.equal(err.code, grpc.status.PERMISSION_DENIED);
+    assert.match(err.details, /denied access \(HTTP 401\); the credentials given were rejected/);
+    assertNoSecrets(daemon, [refreshToken, 'refresh-token-unknown']);
+  });
+
   test('auth file credentials', async () => {
     await daemon.client.image.RemoveImage({ image: { image: image.configDigest } });
     const response = await daemon.client.image.PullImage({ image: { image: `${token.host}/private/from-file:v1` } });

@@ -1,11 +1,16 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { copyFile, mkdir, mkdtemp, readdir } from 'node:fs/promises';
+import os from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
 import { expectGrpcError, grpc } from '../support/cri-client.js';
 import type { TestDaemon } from '../support/daemon.js';
 import { insecureRegistries, startImageDaemon } from '../support/image-daemon.js';
 import {
+  buildImage,
+  buildIndex,
   busyboxImage,
   foreignOnlyIndex,
   hostArchitecture,
@@ -16,6 +21,7 @@ import {
   zstdImage,
   type BuiltImage,
   type BuiltIndex,
+  type TarEntry,
 } from '../support/images.js';
 import { CountingProxy, freePort, pushImage, startRegistry, type TestRegistry } from '../support/registry.js';
 
@@ -28,6 +34,7 @@ describe('image pull through the CRI socket', () => {
   let multi: BuiltIndex;
   let zstd: BuiltImage;
   let docker: BuiltImage;
+  let digestNamed: BuiltImage;
 
   before(async () => {
     registry = await startRegistry();
@@ -46,6 +53,9 @@ describe('image pull through the CRI socket', () => {
     await pushImage(registry, 'test/zstd', zstd, 'v1');
     await pushImage(registry, 'test/docker', docker, 'v1');
     await pushImage(registry, 'test/whiteout', await whiteoutImage(), 'v1');
+    digestNamed = await busyboxImage({ config: { Cmd: ['echo', 'digest-named'] } });
+    await pushImage(registry, 'test/digest-named', digestNamed, 'a');
+    await pushImage(registry, 'test/digest-named', digestNamed, 'b');
 
     daemon = await startImageDaemon({ registries: insecureRegistries([registry.host]) });
   });
@@ -98,6 +108,16 @@ describe('image pull through the CRI socket', () => {
 
     const none = await daemon.client.image.ListImages({ filter: { image: { image: `${registry.host}/test/absent:v1` } } });
     assert.equal(none.images.length, 0);
+
+    for (const reference of [zstd.configDigest, `${registry.host}/test/zstd@${zstd.digest}`]) {
+      const byReference = await daemon.client.image.ListImages({ filter: { image: { image: reference } } });
+      assert.deepEqual(byReference.images.map((image) => image.id), [zstd.configDigest], `filter ${reference}`);
+    }
+    await daemon.client.image.PullImage({ image: { image: `${registry.host}/library/busybox:latest` } });
+    const unfiltered = await daemon.client.image.ListImages({ filter: { image: { image: '' } } });
+    const unfilteredIds = unfiltered.images.map((image) => image.id);
+    assert.ok(unfilteredIds.includes(zstd.configDigest), 'an empty filter image left out the zstd image');
+    assert.ok(unfilteredIds.includes(base.configDigest), 'an empty filter image left out the base image');
   });
 
   test('ImageStatus reports size, tags and pinned', async () => {
@@ -168,6 +188,22 @@ describe('image pull through the CRI socket', () => {
     assert.equal(response.image_ref, docker.configDigest);
   });
 
+  test('Docker manifest list selects this node', async () => {
+    const other = hostArchitecture() === 'arm64' ? 'amd64' : 'arm64';
+    const images: BuiltImage[] = [];
+    for (const architecture of [other, hostArchitecture()]) {
+      images.push(await buildImage({ architecture, docker: true, layers: [{ entries: [{ name: 'platform', content: `${architecture}\n` }] }] }));
+    }
+    const list = buildIndex(images, true);
+    assert.equal(list.mediaType, 'application/vnd.docker.distribution.manifest.list.v2+json');
+    await pushImage(registry, 'test/docker-list', list, 'v1');
+
+    const response = await daemon.client.image.PullImage({ image: { image: `${registry.host}/test/docker-list:v1` } });
+    assert.equal(response.image_ref, images[1]!.configDigest);
+    const status = await daemon.client.image.ImageStatus({ image: { image: `${registry.host}/test/docker-list:v1` } });
+    assert.ok(status.image?.repo_digests.includes(`${registry.host}/test/docker-list@${list.digest}`), `repo_digests: ${status.image?.repo_digests.join(', ')}`);
+  });
+
   test('unparseable reference is InvalidArgument', async () => {
     for (const reference of ['UPPER/Case:tag', 'name:tag:extra', 'name@sha256:short', '', `${registry.host}/a//b`]) {
       const err = await expectGrpcError(daemon.client.image.PullImage({ image: { image: reference } }));
@@ -227,10 +263,35 @@ describe('image pull through the CRI socket', () => {
     await daemon.client.image.RemoveImage({ image: { image: user.configDigest } });
     assert.equal((await daemon.client.image.ImageStatus({ image: { image: user.configDigest } })).image, null);
 
+    // Pulled by digest alone, the image has no tag, so its repo digest is its last name.
+    await daemon.client.image.RemoveImage({ image: { image: zstd.configDigest } });
     const byDigest = `${registry.host}/test/zstd@${zstd.digest}`;
     await daemon.client.image.PullImage({ image: { image: byDigest } });
+    assert.deepEqual((await daemon.client.image.ImageStatus({ image: { image: byDigest } })).image?.repo_tags, []);
     await daemon.client.image.RemoveImage({ image: { image: byDigest } });
     assert.equal((await daemon.client.image.ImageStatus({ image: { image: zstd.configDigest } })).image, null);
+  });
+
+  test('remove by digest keeps the tags', async () => {
+    const repository = `${registry.host}/test/digest-named`;
+    const byDigest = `${repository}@${digestNamed.digest}`;
+    await daemon.client.image.PullImage({ image: { image: `${repository}:a` } });
+    await daemon.client.image.PullImage({ image: { image: `${repository}:b` } });
+    await daemon.client.image.PullImage({ image: { image: byDigest } });
+    assert.deepEqual((await daemon.client.image.ImageStatus({ image: { image: byDigest } })).image?.repo_digests, [byDigest]);
+
+    await daemon.client.image.RemoveImage({ image: { image: byDigest } });
+
+    const afterRemoval = await daemon.client.image.ImageStatus({ image: { image: digestNamed.configDigest } });
+    assert.equal(afterRemoval.image?.id, digestNamed.configDigest, 'removing the repo digest deleted the tagged image');
+    assert.deepEqual([...afterRemoval.image!.repo_tags].sort(), [`${repository}:a`, `${repository}:b`]);
+    assert.deepEqual(afterRemoval.image?.repo_digests, []);
+    assert.equal((await daemon.client.image.ImageStatus({ image: { image: byDigest } })).image, null, 'the removed digest still resolves');
+
+    await daemon.client.image.RemoveImage({ image: { image: `${repository}:a` } });
+    assert.deepEqual((await daemon.client.image.ImageStatus({ image: { image: digestNamed.configDigest } })).image?.repo_tags, [`${repository}:b`]);
+    await daemon.client.image.RemoveImage({ image: { image: `${repository}:b` } });
+    assert.equal((await daemon.client.image.ImageStatus({ image: { image: digestNamed.configDigest } })).image, null, 'the last tag did not remove the image');
   });
 
   test('remove of an unknown image succeeds', async () => {
@@ -248,6 +309,34 @@ describe('image pull through the CRI socket', () => {
     assert.ok(afterRemove < before, `${before} -> ${afterRemove}`);
   });
 
+  test('extraction leaves the server responsive', async () => {
+    // Many small files make extraction system-call bound, which would stall the event loop for the
+    // whole extraction if it ran there synchronously.
+    const files: TarEntry[] = [];
+    for (let dir = 0; dir < 100; dir++) {
+      files.push({ name: `many/d${dir}/`, type: 'directory' });
+      for (let file = 0; file < 150; file++) files.push({ name: `many/d${dir}/f${file}`, content: `${dir}/${file}\n` });
+    }
+    const image = await buildImage({ layers: [{ entries: files }] });
+    await pushImage(registry, 'test/many-files', image, 'v1');
+
+    let pulling = true;
+    const pull = daemon.client.image.PullImage({ image: { image: `${registry.host}/test/many-files:v1` } }).finally(() => {
+      pulling = false;
+    });
+    const latencies: number[] = [];
+    while (pulling) {
+      const started = Date.now();
+      await daemon.client.runtime.Version({});
+      latencies.push(Date.now() - started);
+      await sleep(10);
+    }
+    assert.equal((await pull).image_ref, image.configDigest);
+    assert.ok(latencies.length >= 5, `only ${latencies.length} Version calls ran during the pull`);
+    // NOTE: the bound leaves room for a loaded test host, so it catches only a long stall.
+    assert.ok(Math.max(...latencies) < 750, `Version took up to ${Math.max(...latencies)} ms during the pull`);
+  });
+
   test('StreamImages sends the list', async () => {
     const images = await new Promise<string[]>((resolve, reject) => {
       const ids: string[] = [];
@@ -257,6 +346,192 @@ describe('image pull through the CRI socket', () => {
       call.on('error', reject);
     });
     assert.ok(images.includes(base.configDigest));
+  });
+});
+
+describe('image pull over TLS', () => {
+  let registry: TestRegistry;
+  let base: BuiltImage;
+
+  before(async () => {
+    registry = await startRegistry({ tls: true });
+    base = await busyboxImage();
+    await pushImage(registry, 'library/busybox', base, 'latest');
+  });
+
+  after(async () => {
+    await registry?.stop();
+  });
+
+  /** Starts an image daemon whose certs_dir holds the registry's CA when `trustCa` is set. */
+  async function tlsDaemon(trustCa: boolean, registries: Record<string, unknown> = { 'unqualified-search-registries': [] }): Promise<TestDaemon> {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'berth-test-'));
+    if (trustCa) {
+      await mkdir(path.join(dir, 'certs.d', registry.host), { recursive: true });
+      await copyFile(registry.caFile!, path.join(dir, 'certs.d', registry.host, 'ca.crt'));
+    }
+    return startImageDaemon({ dir, registries });
+  }
+
+  test('CA from certs_dir verifies the registry', async () => {
+    const daemon = await tlsDaemon(true);
+    try {
+      const response = await daemon.client.image.PullImage({ image: { image: `${registry.host}/library/busybox:latest` } });
+      assert.equal(response.image_ref, base.configDigest);
+    } finally {
+      await daemon.cleanup();
+    }
+  });
+
+  test('unknown CA fails the pull', async () => {
+    const daemon = await tlsDaemon(false);
+    try {
+      const err = await expectGrpcError(daemon.client.image.PullImage({ image: { image: `${registry.host}/library/busybox:latest` } }));
+      assert.equal(err.code, grpc.status.UNAVAILABLE);
+      assert.match(err.details, new RegExp(`the TLS certificate of ${registry.host.replace('.', '\\.')} was rejected \\(UNABLE_TO_VERIFY_LEAF_SIGNATURE`));
+      assert.ok(err.details.includes(path.join(daemon.dir, 'certs.d', registry.host, 'ca.crt')), err.details);
+      const retries = daemon.logRecords().filter((record) => record.msg === 'registry request failed; retrying');
+      assert.equal(retries.length, 0, 'a rejected certificate was retried');
+      const status = await daemon.client.image.ImageStatus({ image: { image: `${registry.host}/library/busybox:latest` } });
+      assert.equal(status.image, null);
+    } finally {
+      await daemon.cleanup();
+    }
+  });
+
+  test('insecure registry skips verification', async () => {
+    const daemon = await tlsDaemon(false, insecureRegistries([registry.host]));
+    try {
+      const response = await daemon.client.image.PullImage({ image: { image: `${registry.host}/library/busybox:latest` } });
+      assert.equal(response.image_ref, base.configDigest);
+    } finally {
+      await daemon.cleanup();
+    }
+  });
+});
+
+describe('daemon shutdown during a pull', () => {
+  let registry: TestRegistry;
+  let slowProxy: CountingProxy;
+
+  before(async () => {
+    registry = await startRegistry();
+    slowProxy = await CountingProxy.start(registry.host, { bytesPerSecond: 512 * 1024 });
+  });
+
+  after(async () => {
+    await slowProxy?.close();
+    await registry?.stop();
+  });
+
+  test('SIGTERM lets the pull finish', async () => {
+    const image = await randomImage(1, 1024 * 1024, 11);
+    await pushImage(registry, 'test/slow', image, 'v1');
+    const daemon = await startImageDaemon({ registries: insecureRegistries([slowProxy.host]) });
+    try {
+      const pull = daemon.client.image.PullImage({ image: { image: `${slowProxy.host}/test/slow:v1` } });
+      pull.catch(() => undefined);
+      const layer = image.layers[0]!.digest;
+      for (let attempt = 0; attempt < 100 && slowProxy.blobDownloads(layer) === 0; attempt++) await sleep(50);
+      assert.equal(slowProxy.blobDownloads(layer), 1, 'the layer download did not start');
+
+      daemon.process.kill('SIGTERM');
+      await daemon.waitForLog((record) => record.msg === 'shutting down' && record.signal === 'SIGTERM');
+      const refused = await expectGrpcError(daemon.client.runtime.Version({}, { deadlineMs: 5000 }));
+      assert.notEqual(refused.code, grpc.status.OK, 'a call after SIGTERM was accepted');
+
+      const response = await pull;
+      assert.equal(response.image_ref, image.configDigest);
+      assert.equal(await daemon.stop(), 0);
+      const finished = daemon.logRecords().findIndex((record) => record.msg === 'image pulled');
+      const stopped = daemon.logRecords().findIndex((record) => record.msg === 'CRI server stopped');
+      assert.ok(stopped > 0, 'the server did not log its stop');
+      assert.ok(finished >= 0, 'the daemon did not log the pull');
+      assert.ok(finished < stopped, 'the server stopped before the pull finished');
+    } finally {
+      await daemon.cleanup();
+    }
+  });
+});
+
+describe('pinned images', () => {
+  let registry: TestRegistry;
+  let daemon: TestDaemon;
+  let pinnedByTag: BuiltImage;
+  let pinnedById: BuiltImage;
+  let loose: BuiltImage;
+
+  before(async () => {
+    registry = await startRegistry();
+    pinnedByTag = await busyboxImage({ config: { Cmd: ['echo', 'pinned-by-tag'] } });
+    pinnedById = await busyboxImage({ config: { Cmd: ['echo', 'pinned-by-id'] } });
+    loose = await busyboxImage({ config: { Cmd: ['echo', 'loose'] } });
+    await pushImage(registry, 'test/pause', pinnedByTag, '3.9');
+    await pushImage(registry, 'test/pause', pinnedByTag, 'alias');
+    await pushImage(registry, 'test/by-id', pinnedById, 'v1');
+    await pushImage(registry, 'test/loose', loose, 'v1');
+
+    daemon = await startImageDaemon({
+      registries: insecureRegistries([registry.host]),
+      image: { pinned_images: [`${registry.host}/test/pause:3.9`, pinnedById.configDigest] },
+    });
+    for (const reference of ['test/pause:3.9', 'test/pause:alias', 'test/by-id:v1', 'test/loose:v1']) {
+      await daemon.client.image.PullImage({ image: { image: `${registry.host}/${reference}` } });
+    }
+  });
+
+  after(async () => {
+    await daemon?.cleanup();
+    await registry?.stop();
+  });
+
+  test('status and list report pinned', async () => {
+    const status = await daemon.client.image.ImageStatus({ image: { image: `${registry.host}/test/pause:alias` } });
+    assert.equal(status.image?.pinned, true);
+    assert.equal((await daemon.client.image.ImageStatus({ image: { image: pinnedById.configDigest } })).image?.pinned, true);
+    assert.equal((await daemon.client.image.ImageStatus({ image: { image: loose.configDigest } })).image?.pinned, false);
+
+    const listed = await daemon.client.image.ListImages({});
+    const pinnedIds = listed.images.filter((image) => image.pinned).map((image) => image.id).sort();
+    assert.deepEqual(pinnedIds, [pinnedByTag.configDigest, pinnedById.configDigest].sort());
+  });
+
+  test('remove by ID of a pinned image fails', async () => {
+    for (const image of [pinnedByTag, pinnedById]) {
+      const err = await expectGrpcError(daemon.client.image.RemoveImage({ image: { image: image.configDigest } }));
+      assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+      assert.match(err.details, new RegExp(`image ${image.configDigest} is pinned by image\\.pinned_images`));
+      assert.equal((await daemon.client.image.ImageStatus({ image: { image: image.configDigest } })).image?.id, image.configDigest);
+    }
+  });
+
+  test('pinned tag cannot be removed', async () => {
+    const pinnedTag = `${registry.host}/test/pause:3.9`;
+    const err = await expectGrpcError(daemon.client.image.RemoveImage({ image: { image: pinnedTag } }));
+    assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+    assert.match(err.details, /test\/pause:3\.9 of image sha256:[0-9a-f]{64} is pinned/);
+    const status = await daemon.client.image.ImageStatus({ image: { image: pinnedTag } });
+    assert.equal(status.image?.id, pinnedByTag.configDigest, 'the pinned tag was removed');
+    assert.equal(status.image?.pinned, true);
+  });
+
+  test('other tag of a pinned image can go', async () => {
+    await daemon.client.image.RemoveImage({ image: { image: `${registry.host}/test/pause:alias` } });
+    const status = await daemon.client.image.ImageStatus({ image: { image: pinnedByTag.configDigest } });
+    assert.deepEqual(status.image?.repo_tags, [`${registry.host}/test/pause:3.9`]);
+    assert.equal(status.image?.pinned, true);
+  });
+
+  test('last tag of an image pinned by ID stays', async () => {
+    const err = await expectGrpcError(daemon.client.image.RemoveImage({ image: { image: `${registry.host}/test/by-id:v1` } }));
+    assert.equal(err.code, grpc.status.FAILED_PRECONDITION);
+    assert.match(err.details, /is pinned by image\.pinned_images/);
+    assert.deepEqual((await daemon.client.image.ImageStatus({ image: { image: pinnedById.configDigest } })).image?.repo_tags, [`${registry.host}/test/by-id:v1`]);
+  });
+
+  test('unpinned image is removed', async () => {
+    await daemon.client.image.RemoveImage({ image: { image: loose.configDigest } });
+    assert.equal((await daemon.client.image.ImageStatus({ image: { image: loose.configDigest } })).image, null);
   });
 });
 
@@ -320,6 +595,13 @@ describe('image pull through mirrors and short names', () => {
     assert.equal(err.code, grpc.status.UNAVAILABLE);
     assert.match(err.details, new RegExp(`${mirror.host.replace('.', '\\.')}/library/absent: manifest "latest" not found`));
     assert.match(err.details, new RegExp(`127\\.0\\.0\\.1:${closedPort}/library/absent`));
+
+    // A server-side failure is logged at error level with the RPC and the image it concerns.
+    const failure = await daemon.waitForLog((record) => record.msg === 'request failed' && record.image === 'absent');
+    assert.equal(failure.level, 'error');
+    assert.equal(failure.rpc, '/runtime.v1.ImageService/PullImage');
+    assert.equal(failure.code, 'UNAVAILABLE');
+    assert.match(String(failure.err), /could not be pulled/);
   });
 
   test('blocked registry is rejected', async () => {
@@ -373,12 +655,41 @@ describe('image pull downloads', () => {
     assert.equal(proxy.blobDownloads(image.configDigest), 1);
   });
 
+  test('manifest requests accept OCI and Docker types', async () => {
+    const first = proxy.requests.length;
+    await daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/random:v1` } });
+    const manifestGets = proxy.requests.slice(first).filter((request) => request.method === 'GET' && request.path.includes('/manifests/'));
+    assert.ok(manifestGets.length > 0, 'no manifest request went through the proxy');
+    for (const request of manifestGets) {
+      const accepted = (request.accept ?? '').split(',').map((type) => type.split(';')[0]!.trim());
+      for (const mediaType of [
+        'application/vnd.oci.image.manifest.v1+json',
+        'application/vnd.oci.image.index.v1+json',
+        'application/vnd.docker.distribution.manifest.v2+json',
+        'application/vnd.docker.distribution.manifest.list.v2+json',
+      ]) {
+        assert.ok(accepted.includes(mediaType), `Accept "${request.accept}" of ${request.path} lacks ${mediaType}`);
+      }
+    }
+  });
+
   test('5xx answers are retried', async () => {
     await daemon.client.image.RemoveImage({ image: { image: image.configDigest } });
-    proxy.failNext(2, 503, /\/blobs\//);
+    const layer = image.layers[0]!.digest;
+    const first = proxy.requests.length;
+    proxy.failNext(2, 503, new RegExp(`/blobs/${layer}$`));
     const response = await daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/random:v1` } });
     assert.equal(response.image_ref, image.configDigest);
-    assert.equal(proxy.requests.filter((request) => request.status === 503).length, 2);
+
+    const gets = proxy.requests.slice(first).filter((request) => request.method === 'GET' && request.path.endsWith(layer));
+    assert.deepEqual(gets.map((request) => request.status), [503, 503, 200]);
+    // The delay before retry n is drawn from [base * 2^n / 2, base * 2^n] with a 250 ms base.
+    const firstWait = gets[1]!.receivedAt - gets[0]!.receivedAt;
+    const secondWait = gets[2]!.receivedAt - gets[1]!.receivedAt;
+    assert.ok(firstWait >= 120, `first retry came after ${firstWait} ms`);
+    assert.ok(secondWait >= 245, `second retry came after ${secondWait} ms`);
+    const retries = daemon.logRecords().filter((record) => record.blob === layer && String(record.msg).endsWith('; retrying'));
+    assert.deepEqual(retries.map((record) => record.attempt), [1, 2]);
   });
 
   test('broken-off blob download is retried', async () => {
@@ -417,6 +728,25 @@ describe('image pull downloads', () => {
     await daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/whiteout:v1` } });
     assert.equal(proxy.blobDownloads(base.layers[0]!.digest), 1);
     assert.equal(proxy.blobDownloads(layered.layers[1]!.digest), 1);
+  });
+
+  test('concurrent pulls share a base layer download', async () => {
+    const shared: TarEntry[] = [{ name: 'shared.bin', content: randomBytes(256 * 1024) }];
+    const first = await buildImage({ layers: [{ entries: shared }, { entries: [{ name: 'first', content: 'first\n' }] }] });
+    const second = await buildImage({ layers: [{ entries: shared }, { entries: [{ name: 'second', content: 'second\n' }] }] });
+    const base = first.layers[0]!.digest;
+    assert.equal(second.layers[0]!.digest, base, 'the fixture images do not share their base layer');
+    await pushImage(registry, 'test/shared-first', first, 'v1');
+    await pushImage(registry, 'test/shared-second', second, 'v1');
+
+    const responses = await Promise.all([
+      daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/shared-first:v1` } }),
+      daemon.client.image.PullImage({ image: { image: `${proxy.host}/test/shared-second:v1` } }),
+    ]);
+    assert.deepEqual(responses.map((response) => response.image_ref), [first.configDigest, second.configDigest]);
+    assert.equal(proxy.blobDownloads(base), 1, 'the shared base layer was downloaded more than once');
+    assert.equal(proxy.blobDownloads(first.layers[1]!.digest), 1);
+    assert.equal(proxy.blobDownloads(second.layers[1]!.digest), 1);
   });
 
   test('broken-off layer resumes with Range', async () => {

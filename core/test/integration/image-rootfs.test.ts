@@ -22,6 +22,7 @@ import {
   FIXTURE_MTIME,
   whiteoutImage,
   type BuiltImage,
+  type TarEntry,
 } from '../support/images.js';
 import { pushImage, startRegistry, type TestRegistry } from '../support/registry.js';
 
@@ -230,6 +231,39 @@ describe('image store rootfs and extraction', () => {
       ['symlink', (target) => escapeSymlinkImage(target), /tar entry "escape\/pwned": its parent "escape" is a symbolic link created by an earlier entry/],
       ['lower-symlink', (target) => escapeLowerSymlinkImage(target), /tar entry "escape\/pwned": its parent "escape" is a symbolic link in a lower layer/],
     ];
+
+    test('hard-link escapes fail the pull', async () => {
+      // The secret lives outside `outside`, so the checks below can expect that directory empty.
+      const secretDir = await mkdtemp(path.join(os.tmpdir(), 'berth-secret-'));
+      const secret = path.join(secretDir, 'secret');
+      await writeFile(secret, 'host secret\n');
+      try {
+        const hardLinkCases: [string, TarEntry[], RegExp][] = [
+          ['dot-dot', [{ name: 'stolen', type: 'link', linkname: `${'../'.repeat(24)}${secret.replace(/^\/+/, '')}` }], /tar entry "stolen": hard link target "(\.\.\/)+.*secret": "\.\." components are not allowed/],
+          ['absolute', [{ name: 'stolen', type: 'link', linkname: secret }], /tar entry "stolen": hard link target "\/.*secret": absolute names are not allowed/],
+          [
+            'through-symlink',
+            [
+              { name: 'escape', type: 'symlink', linkname: secretDir },
+              { name: 'stolen', type: 'link', linkname: 'escape/secret' },
+            ],
+            /tar entry "stolen": hard link target "escape\/secret" passes through the symbolic link "escape"/,
+          ],
+        ];
+        for (const [name, entries, message] of hardLinkCases) {
+          const before = await storeEntries();
+          await pushImage(registry, `test/hardlink-${name}`, await buildImage({ layers: [{ entries }] }), 'v1');
+
+          const err = await expectBerthError(store.pull(`${registry.host}/test/hardlink-${name}:v1`, { log }));
+          assert.equal(err.kind, 'InvalidArgument', `${name}: ${err.message}`);
+          assert.match(err.message, message, name);
+          assert.equal((await lstat(secret)).nlink, 1, `${name}: the host file got a hard link`);
+          assert.deepEqual(await storeEntries(), before, name);
+        }
+      } finally {
+        await rm(secretDir, { recursive: true, force: true });
+      }
+    });
 
     for (const [name, build, message] of cases) {
       test(`${name} escape fails the pull`, async () => {

@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { isIPv4, isIPv6 } from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -9,7 +9,7 @@ import { expectGrpcError, grpc } from '../support/cri-client.js';
 import { mountsUnder, podConfig, removeAllPods, removeCgroupParent, runtimeTestConfig } from '../support/pods.js';
 import { startRuntimeImages, type RuntimeImages } from '../support/runtime-images.js';
 import { containerConfig, exec, runPod, startContainer, startRuntimeDaemon } from '../support/runtime-daemon.js';
-import { FAILING_PLUGIN, TestNetwork, freePort, httpGetCommand, httpServerCommand } from '../support/network.js';
+import { FAILING_PLUGIN, RECORDING_PLUGIN, TestNetwork, freePort, httpGetCommand, httpServerCommand } from '../support/network.js';
 
 let images: RuntimeImages;
 
@@ -231,6 +231,51 @@ describe('pod networking through the CRI socket', () => {
     assert.ok(!(items ?? []).some((item) => item.metadata?.name === name), 'the failed pod is listed');
     assert.deepEqual(await mountsUnder(path.join(daemon.dir, 'run/sandboxes')), []);
   }
+
+  test('pod identity, DNS and bandwidth reach CNI', async (t) => {
+    const recordFile = path.join(daemon.dir, 'cni-calls.jsonl');
+    await network.writePlugin('recorder', RECORDING_PLUGIN);
+    const loaded = loadedCount();
+    await network.writeBridgeList({ name: 'recorded', extraPlugins: [{ type: 'recorder', recordFile, capabilities: { dns: true, bandwidth: true } }] });
+    t.after(async () => {
+      const count = loadedCount();
+      await network.writeBridgeList();
+      await waitForDefault('testnet', count);
+    });
+    await waitForDefault('recorded', loaded);
+
+    const config = podConfig('identity', {
+      dns_config: { servers: ['10.96.0.10'], searches: ['shop.svc.cluster.local'], options: ['ndots:5'] },
+      annotations: { 'kubernetes.io/ingress-bandwidth': '10M', 'kubernetes.io/egress-bandwidth': '20M' },
+    });
+    const { pod_sandbox_id: id } = await daemon.client.runtime.RunPodSandbox({ config, runtime_handler: 'runc' });
+    await daemon.client.runtime.StopPodSandbox({ pod_sandbox_id: id! });
+    await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: id! });
+
+    const calls = (await readFile(recordFile, 'utf8')).trim().split('\n').map((line) => JSON.parse(line) as { command: string; env: Record<string, string>; conf: Record<string, unknown> });
+    const add = calls.find((call) => call.command === 'ADD');
+    const del = calls.find((call) => call.command === 'DEL');
+    assert.ok(add, 'the recorder saw no ADD');
+    assert.ok(del, 'the recorder saw no DEL');
+
+    const expectedArgs = [
+      'IgnoreUnknown=1',
+      `K8S_POD_INFRA_CONTAINER_ID=${id}`,
+      `K8S_POD_NAME=${config.metadata!.name}`,
+      'K8S_POD_NAMESPACE=default',
+      `K8S_POD_UID=${config.metadata!.uid}`,
+    ];
+    assert.deepEqual(add.env.CNI_ARGS?.split(';').sort(), expectedArgs);
+    assert.deepEqual(del.env.CNI_ARGS?.split(';').sort(), expectedArgs);
+    assert.equal(add.env.CNI_CONTAINERID, id);
+    assert.equal(add.env.CNI_IFNAME, 'eth0');
+    assert.equal(add.env.CNI_NETNS, path.join(daemon.dir, 'run/sandboxes', id!, 'ns/net'));
+
+    const runtimeConfig = add.conf.runtimeConfig as { dns?: unknown; bandwidth?: { ingressRate: number; egressRate: number } };
+    assert.deepEqual(runtimeConfig.dns, { servers: ['10.96.0.10'], searches: ['shop.svc.cluster.local'], options: ['ndots:5'] });
+    assert.equal(runtimeConfig.bandwidth?.ingressRate, 10_000_000);
+    assert.equal(runtimeConfig.bandwidth?.egressRate, 20_000_000);
+  });
 
   test('failing plugin leaves no pod behind', async (t) => {
     await network.writePlugin('failing', FAILING_PLUGIN);

@@ -80,6 +80,20 @@ describe('CRI server', () => {
     assert.equal(info.mode & 0o777, 0o660);
   });
 
+  it('creates missing socket parent directories', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'berth-test-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const socket = path.join(dir, 'run', 'nested', 'berth.sock');
+    const daemon = await TestDaemon.start({ config: { ...vendorRuntimeConfig(pluginDir), listen: socket }, dir });
+    cleanups.push(() => daemon.cleanup());
+
+    assert.equal(daemon.socket, socket);
+    assert.ok((await stat(socket)).isSocket());
+    assert.equal((await stat(socket)).mode & 0o777, 0o660);
+    const version = await daemon.client.runtime.Version({});
+    assert.equal(version.runtime_name, 'berth');
+  });
+
   it('refuses a socket held by a live daemon', async () => {
     const first = await startDaemon();
     const err = await TestDaemon.start({ config: vendorRuntimeConfig(pluginDir), dir: first.dir }).then(

@@ -35,7 +35,8 @@ export class TestDaemon {
   /** Starts a daemon and waits until it answers Version; throws with its output if it exits first. */
   static async start(options: DaemonOptions = {}): Promise<TestDaemon> {
     const dir = options.dir ?? (await mkdtemp(path.join(os.tmpdir(), 'berth-test-')));
-    const socket = path.join(dir, 'berth.sock');
+    const listen = options.config?.listen;
+    const socket = typeof listen === 'string' ? listen : path.join(dir, 'berth.sock');
     const config = {
       listen: socket,
       root: path.join(dir, 'root'),

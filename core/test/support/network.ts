@@ -157,3 +157,20 @@ if (process.env.CNI_COMMAND === 'VERSION') {
   process.exit(1);
 }
 `;
+
+/**
+ * Source of a CNI plugin that appends `{ command, env, conf }` as one JSON line to the file in its
+ * config's `recordFile` key, and passes `prevResult` on as its own ADD result.
+ */
+export const RECORDING_PLUGIN = `
+const fs = require('node:fs');
+const input = fs.readFileSync(0, 'utf8');
+if (process.env.CNI_COMMAND === 'VERSION') {
+  process.stdout.write(JSON.stringify({ cniVersion: '1.0.0', supportedVersions: ['0.3.1', '0.4.0', '1.0.0'] }));
+} else {
+  const conf = JSON.parse(input);
+  const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => key.startsWith('CNI_')));
+  fs.appendFileSync(conf.recordFile, JSON.stringify({ command: process.env.CNI_COMMAND, env, conf }) + '\\n');
+  if (process.env.CNI_COMMAND === 'ADD') process.stdout.write(JSON.stringify({ cniVersion: conf.cniVersion, ...conf.prevResult }));
+}
+`;

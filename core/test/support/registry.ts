@@ -9,6 +9,7 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
+import { Agent, fetch as undiciFetch } from 'undici';
 import type { BuiltImage, BuiltIndex } from './images.js';
 
 export const DOCKER_REGISTRY = '/usr/bin/docker-registry';
@@ -20,6 +21,8 @@ export interface RegistryOptions {
   auth?: RegistryAuthMode;
   username?: string;
   password?: string;
+  /** Serve HTTPS with a certificate for 127.0.0.1 from a CA of the test's own (`caFile`). */
+  tls?: boolean;
 }
 
 /**
@@ -37,7 +40,37 @@ export interface TestRegistry {
   tokenServer?: TokenServer;
   /** The registry's stdout and stderr, access log included. */
   output: string[];
+  /** PEM file of the CA that signed the registry's certificate; present with `tls`. */
+  caFile?: string;
   stop(): Promise<void>;
+}
+
+/** Fetches from the registry, trusting its test CA when it serves HTTPS. */
+async function registryFetch(registry: TestRegistry, url: string, init: { method?: string; headers?: Record<string, string>; body?: Buffer } = {}): Promise<Response> {
+  if (!registry.caFile) return fetch(url, init);
+  const dispatcher = new Agent({ connect: { ca: await readFile(registry.caFile, 'utf8') } });
+  try {
+    const response = await undiciFetch(url, { ...init, dispatcher });
+    const body = Buffer.from(await response.arrayBuffer());
+    return new Response(response.status === 204 || response.status === 304 || init.method === 'HEAD' ? null : body, { status: response.status, headers: new Headers([...response.headers]) });
+  } finally {
+    await dispatcher.close();
+  }
+}
+
+/** Writes a CA and a certificate for IP 127.0.0.1 that it signed; returns the file paths. */
+async function makeServerCertificate(dir: string): Promise<{ caFile: string; certFile: string; keyFile: string }> {
+  const caFile = path.join(dir, 'ca.crt');
+  const caKey = path.join(dir, 'ca.key');
+  const certFile = path.join(dir, 'server.crt');
+  const keyFile = path.join(dir, 'server.key');
+  const csrFile = path.join(dir, 'server.csr');
+  const extFile = path.join(dir, 'server.ext');
+  await execa('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', caKey, '-out', caFile, '-days', '2', '-subj', '/CN=berth-test-ca']);
+  await execa('openssl', ['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', csrFile, '-subj', '/CN=127.0.0.1']);
+  await writeFile(extFile, 'subjectAltName = IP:127.0.0.1\n');
+  await execa('openssl', ['x509', '-req', '-in', csrFile, '-CA', caFile, '-CAkey', caKey, '-CAcreateserial', '-out', certFile, '-days', '2', '-extfile', extFile]);
+  return { caFile, certFile, keyFile };
 }
 
 /** Returns a TCP port on 127.0.0.1 that was free a moment ago. */
@@ -77,6 +110,9 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
       ].join('\n');
     }
 
+    const certificate = options.tls ? await makeServerCertificate(dir) : undefined;
+    const tlsConfig = certificate ? `  tls:\n    certificate: ${certificate.certFile}\n    key: ${certificate.keyFile}\n` : '';
+
     const config = [
       'version: 0.1',
       'log:',
@@ -95,6 +131,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
       'http:',
       `  addr: 127.0.0.1:${port}`,
       '  secret: berth-test-secret',
+      tlsConfig,
       authConfig,
     ].join('\n');
     await writeFile(path.join(dir, 'config.yml'), config);
@@ -106,9 +143,10 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
     const host = `127.0.0.1:${port}`;
     const registry: TestRegistry = {
       host,
-      url: `http://${host}`,
+      url: `${certificate ? 'https' : 'http'}://${host}`,
       auth,
       output,
+      ...(certificate ? { caFile: certificate.caFile } : {}),
       ...(auth !== 'none' ? { username, password } : {}),
       ...(tokenServer ? { tokenServer } : {}),
       stop: async () => {
@@ -122,7 +160,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
     for (;;) {
       if (child.exitCode !== null) throw new Error(`docker-registry exited with code ${child.exitCode}:\n${output.join('')}`);
       try {
-        const response = await fetch(`${registry.url}/v2/`);
+        const response = await registryFetch(registry, `${registry.url}/v2/`);
         if (response.status === 200 || response.status === 401) return registry;
       } catch {
         // Not listening yet.
@@ -157,7 +195,9 @@ export class TokenServer {
   readonly service = 'berth-test-registry';
   readonly issuer = 'berth-test-issuer';
   /** Token requests received, with the scope and whether credentials were accepted. */
-  readonly requests: { scope: string; account: string; granted: boolean }[] = [];
+  readonly requests: { scope: string; account: string; granted: boolean; grantType?: string; clientId?: string }[] = [];
+  /** OAuth2 refresh tokens accepted in a POST with grant_type=refresh_token, each mapped to its account. */
+  readonly refreshTokens = new Map<string, string>();
 
   private constructor(
     private readonly server: http.Server,
@@ -189,6 +229,18 @@ export class TokenServer {
   }
 
   private handle(request: http.IncomingMessage, response: http.ServerResponse): void {
+    if (request.method === 'POST') {
+      const chunks: Buffer[] = [];
+      request.on('data', (chunk: Buffer) => chunks.push(chunk));
+      request.on('end', () => {
+        const form = new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+        const grantType = form.get('grant_type') ?? '';
+        const account = grantType === 'refresh_token' ? this.refreshTokens.get(form.get('refresh_token') ?? '') ?? '' : '';
+        this.grant(response, form.get('scope') ?? '', account, { grantType, clientId: form.get('client_id') ?? '' });
+      });
+      return;
+    }
+
     const url = new URL(request.url ?? '/', this.realm);
     const scope = url.searchParams.get('scope') ?? '';
     const header = request.headers.authorization ?? '';
@@ -199,9 +251,13 @@ export class TokenServer {
       const user = decoded.slice(0, colon);
       if (this.users[user] !== undefined && this.users[user] === decoded.slice(colon + 1)) account = user;
     }
+    this.grant(response, scope, account);
+  }
 
+  /** Sends 401 without an account, else a JWT for the scope, named access_token for OAuth2 requests as OAuth2 servers name it. */
+  private grant(response: http.ServerResponse, scope: string, account: string, oauth?: { grantType: string; clientId: string }): void {
     const granted = account !== '';
-    this.requests.push({ scope, account, granted });
+    this.requests.push({ scope, account, granted, ...oauth });
     if (!granted) {
       response.writeHead(401, { 'content-type': 'application/json' });
       response.end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'invalid username or password' }] }));
@@ -218,7 +274,7 @@ export class TokenServer {
     const now = Math.floor(Date.now() / 1000);
     const token = this.sign({ iss: this.issuer, sub: account, aud: this.service, exp: now + 300, nbf: now - 10, iat: now, jti: randomUUID(), access });
     response.writeHead(200, { 'content-type': 'application/json' });
-    response.end(JSON.stringify({ token, expires_in: 300 }));
+    response.end(JSON.stringify(oauth ? { access_token: token, expires_in: 300 } : { token, expires_in: 300 }));
   }
 
   private sign(claims: Record<string, unknown>): string {
@@ -283,7 +339,7 @@ class PushClient {
       const headers: Record<string, string> = {};
       if (contentType) headers['content-type'] = contentType;
       if (this.authorization) headers.authorization = this.authorization;
-      const response = await fetch(`${this.registry.url}${pathAndQuery}`, { method, headers, ...(body ? { body } : {}) });
+      const response = await registryFetch(this.registry, `${this.registry.url}${pathAndQuery}`, { method, headers, ...(body ? { body } : {}) });
       if (response.status !== 401 || attempt > 0) return response;
       await response.arrayBuffer();
       await this.authenticate(response.headers.get('www-authenticate') ?? '');
@@ -313,6 +369,10 @@ export interface ProxiedRequest {
   method: string;
   path: string;
   status: number;
+  /** Date.now() when the proxy received the request. */
+  receivedAt: number;
+  /** The Accept header the client sent, if any. */
+  accept?: string;
   /** The Range header the client sent, if any (before `stripRange` removed it). */
   range?: string;
 }
@@ -378,9 +438,11 @@ export class CountingProxy {
   private handle(request: http.IncomingMessage, response: http.ServerResponse): void {
     const requestPath = request.url ?? '/';
     const method = request.method ?? 'GET';
+    const receivedAt = Date.now();
+    const accept = typeof request.headers.accept === 'string' ? request.headers.accept : undefined;
     if (this.failures.count > 0 && this.failures.match.test(requestPath)) {
       this.failures.count--;
-      this.requests.push({ method, path: requestPath, status: this.failures.status });
+      this.requests.push({ method, path: requestPath, status: this.failures.status, receivedAt, ...(accept !== undefined ? { accept } : {}) });
       response.writeHead(this.failures.status, { 'content-type': 'application/json' });
       response.end(JSON.stringify({ errors: [{ code: 'UNAVAILABLE', message: 'injected by the test proxy' }] }));
       return;
@@ -391,7 +453,7 @@ export class CountingProxy {
     const headers = { ...request.headers, host: this.target };
     if (this.options.stripRange) delete headers.range;
     const upstream = http.request({ hostname, port: Number(port), method, path: requestPath, headers }, (reply) => {
-      this.requests.push({ method, path: requestPath, status: reply.statusCode ?? 0, ...(range !== undefined ? { range } : {}) });
+      this.requests.push({ method, path: requestPath, status: reply.statusCode ?? 0, receivedAt, ...(accept !== undefined ? { accept } : {}), ...(range !== undefined ? { range } : {}) });
       response.writeHead(reply.statusCode ?? 502, reply.headers);
       const isBlob = method === 'GET' && requestPath.includes('/blobs/sha256:') && (reply.statusCode === 200 || reply.statusCode === 206);
       const reset = isBlob && this.resets.count > 0 && requestPath.includes(this.resets.match);
