@@ -571,7 +571,10 @@ export class ContainerService implements SandboxContainers {
     );
   }
 
-  /** Polls until the container has exited; returns false after `timeoutMs`. */
+  /**
+   * Polls until the container has exited; returns false after `timeoutMs`. A driver with
+   * waitForExit ends each pause as soon as the exit is recorded.
+   */
   private async waitExited(id: string, timeoutMs: number, log: Logger): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     let interval = 10;
@@ -580,7 +583,10 @@ export class ContainerService implements SandboxContainers {
       if (!record) return true;
       if ((await this.refresh(record, log)).state === 'exited') return true;
       if (Date.now() >= deadline) return false;
-      await sleep(Math.min(interval, Math.max(1, deadline - Date.now())));
+
+      const pause = Math.min(interval, Math.max(1, deadline - Date.now()));
+      const driver = this.handlers.list().find((candidate) => candidate.name === record.runtimeHandler)?.driver;
+      await (driver?.waitForExit ? driver.waitForExit(id, pause) : sleep(pause));
       interval = Math.min(interval * 2, 100);
     }
   }

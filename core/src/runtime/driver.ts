@@ -118,6 +118,13 @@ export interface RuntimeDriver {
   /** Returns the current state, including an exit code recorded while the daemon was down. */
   state(id: string): Promise<ContainerRuntimeState>;
 
+  /**
+   * Waits until the container's exit may have been recorded, or for `timeoutMs`, whichever comes
+   * first, so that a caller polling `state` can read an exit at once. Never rejects. Optional:
+   * without it, callers sleep between polls.
+   */
+  waitForExit?(id: string, timeoutMs: number): Promise<void>;
+
   /** Runs a command in the container, collects its output and enforces the timeout. */
   execSync(id: string, options: ExecSyncOptions): Promise<ExecSyncResult>;
 
