@@ -106,7 +106,9 @@ export class OciCliDriver implements RuntimeDriver {
       logPath: options.logPath,
       createdAtNs: String(process.hrtime.bigint()),
     };
-    await writeJsonAtomic(path.join(dir, 'monitor.json'), record);
+    // The driver's state directory is under the runroot, which a reboot empties along with the
+    // runtime's own state, so its files need no flush to disk.
+    await writeJsonAtomic(path.join(dir, 'monitor.json'), record, 0o600, { durable: false });
 
     let pid: number;
     try {
@@ -295,7 +297,7 @@ export class OciCliDriver implements RuntimeDriver {
     const token = randomBytes(6).toString('hex');
     const processFile = path.join(this.containerDir(id), `exec-${token}.json`);
     const pidFile = path.join(this.containerDir(id), `exec-${token}.pid`);
-    await writeJsonAtomic(processFile, processSpec);
+    await writeJsonAtomic(processFile, processSpec, 0o600, { durable: false });
 
     try {
       return await this.runExec(id, processFile, pidFile, options);
@@ -319,7 +321,7 @@ export class OciCliDriver implements RuntimeDriver {
   async updateResources(id: string, resources: OciLinuxResources, log: Logger): Promise<void> {
     await this.requireRecord(id);
     const file = path.join(this.containerDir(id), `resources-${randomBytes(6).toString('hex')}.json`);
-    await writeJsonAtomic(file, resources);
+    await writeJsonAtomic(file, resources, 0o600, { durable: false });
     try {
       await this.runtime(['update', '--resources', file, id]);
       log.debug({ resources }, 'container resources updated');
