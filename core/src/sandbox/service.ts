@@ -17,7 +17,7 @@ import { KeyedMutex } from '../util/keyed-mutex.js';
 import type { KeyedRwLock } from '../util/keyed-rw-lock.js';
 import { removeCgroup } from '../cgroups/paths.js';
 import { ObjectStore } from '../state/object-store.js';
-import { isPinned, mountShm, pinNamespaces, unmountShm, unpinNamespaces, type PinnedKind } from './namespaces.js';
+import { isPinned, mountShm, pinNamespaces, releasePodMounts, unmountShm, unpinNamespaces, type PinnedKind } from './namespaces.js';
 import { renderHosts, renderResolvConf, validateDns, validateHostname, type DnsSettings } from './files.js';
 import { checkSysctlsExist, validateSysctls } from './sysctl.js';
 import { sandboxNameKey, type PodNamespaceModes, type SandboxRecord } from './record.js';
@@ -124,7 +124,8 @@ export class SandboxService {
 
         await this.stopLocked(record, log);
         await this.containers.removeAll(id, log);
-        await this.release(record, log);
+        // The stop saved the record without network and namespaces, so they are not released twice.
+        await this.release(this.store.get(id) ?? record, log);
         await this.store.remove(id);
         this.names.delete(sandboxNameKey(record.config));
         log.info('pod sandbox removed');
@@ -232,6 +233,9 @@ export class SandboxService {
       cleanup.push('/dev/shm mount', () => unmountShm(record.shmPath!));
     }
     if (record.ownsCgroupParent) cleanup.push('cgroup parent', () => removeCgroup(record.cgroupParent));
+    // One write records the mounts and, ahead of the network setup, that the network may need a
+    // teardown. Teardown of a network never set up is success, so recovery may over-approximate.
+    if (plan.namespaces.network === 'POD') record.networkSetUp = true;
     await this.store.save(record);
 
     await writeFile(path.join(dir, 'hostname'), `${plan.hostname}\n`, { mode: 0o644 });
@@ -240,8 +244,6 @@ export class SandboxService {
     if (plan.namespaces.network === 'POD') {
       const started = process.hrtime.bigint();
       const request = this.networkRequest(record, log);
-      record.networkSetUp = true;
-      await this.store.save(record);
       cleanup.push('pod network', () => this.network.tearDown(request));
       record.ips = (await this.network.setUp(request)).ips;
       record.networkSetupMs = Number(process.hrtime.bigint() - started) / 1e6;
@@ -283,8 +285,7 @@ export class SandboxService {
         throw err;
       }
     }
-    await unpinNamespaces(Object.values(record.pinned));
-    if (record.shmPath) await unmountShm(record.shmPath);
+    await releasePodMounts(Object.values(record.pinned), record.shmPath);
   }
 
   /** Releases everything a sandbox record names: network, mounts, directory and owned cgroup. */
