@@ -157,6 +157,8 @@ export class OciCliDriver implements RuntimeDriver {
     // the pod the processes it forked outlive it in the container's cgroup.
     if (!all && (await this.readExit(id)) !== undefined) return;
 
+    if (await this.signalInit(id, name, all, log)) return;
+
     // With --all the signal reaches every process of the container's cgroup, not only its init.
     const args = all ? ['kill', '--all', id, name] : ['kill', id, name];
     try {
@@ -373,6 +375,45 @@ export class OciCliDriver implements RuntimeDriver {
     this.exitWatcher?.close();
     this.exitWatcher = undefined;
     for (const waiters of this.exitWaiters.values()) for (const wake of [...waiters]) wake();
+  }
+
+  /**
+   * Signals the container's init directly instead of spawning `<runtime> kill`, when its PID is
+   * in the status cache and still belongs to the container, which holds when the process's cgroup
+   * path contains the container id. SIGKILL for every process is sent this way only to the init of
+   * a PID namespace of the container's own, because the kernel kills all other processes of a
+   * PID namespace when its init dies (pid_namespaces(7)). Returns false to leave the signal to
+   * the runtime.
+   */
+  private async signalInit(id: string, signal: string, all: boolean, log: Logger): Promise<boolean> {
+    const cached = this.statusCache.get(id);
+    if (!cached || cached.pid <= 0 || (cached.status !== 'running' && cached.status !== 'created')) return false;
+    const number = /^\d+$/.test(signal) ? Number(signal) : os.constants.signals[signal as NodeJS.Signals];
+    if (number === undefined) return false;
+
+    let status: string;
+    let cgroups: string;
+    try {
+      [status, cgroups] = await Promise.all([readFile(`/proc/${cached.pid}/status`, 'utf8'), readFile(`/proc/${cached.pid}/cgroup`, 'utf8')]);
+    } catch (err) {
+      if (isErrno(err, 'ENOENT') || isErrno(err, 'ESRCH')) return false;
+      throw err;
+    }
+    if (!cgroups.split('\n').some((line) => line.includes(id))) return false;
+    if (all) {
+      // "NSpid: <host pid> ... 1": the process is PID 1 of the innermost of its PID namespaces.
+      const nsPids = /^NSpid:\s+(.*)$/m.exec(status)?.[1]?.trim().split(/\s+/) ?? [];
+      if (nsPids.length < 2 || nsPids[nsPids.length - 1] !== '1') return false;
+    }
+
+    try {
+      process.kill(cached.pid, number);
+    } catch (err) {
+      if (isErrno(err, 'ESRCH')) return false;
+      throw err;
+    }
+    log.debug({ pid: cached.pid, signal }, 'signalled the container init directly');
+    return true;
   }
 
   /** PID of the container's conmon, or undefined when it has exited (used by stats and tests). */
