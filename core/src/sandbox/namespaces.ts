@@ -19,12 +19,10 @@ export async function pinNamespaces(dir: string, kinds: PinnedKind[]): Promise<P
   if (kinds.length === 0) return {};
   await mkdir(dir, { recursive: true, mode: 0o711 });
 
-  const paths: Partial<Record<PinnedKind, string>> = {};
+  const paths = pinnedPaths(dir, kinds);
   const args: string[] = [];
-  for (const kind of kinds) {
-    const file = path.join(dir, kind);
+  for (const [kind, file] of Object.entries(paths)) {
     await (await open(file, 'w', 0o444)).close();
-    paths[kind] = file;
     args.push(`--${kind}=${file}`);
   }
 
@@ -36,6 +34,18 @@ export async function pinNamespaces(dir: string, kinds: PinnedKind[]): Promise<P
     throw err;
   }
   return paths;
+}
+
+/** Returns the file that `pinNamespaces(dir, kinds)` pins each namespace kind on. */
+export function pinnedPaths(dir: string, kinds: PinnedKind[]): Partial<Record<PinnedKind, string>> {
+  const paths: Partial<Record<PinnedKind, string>> = {};
+  for (const kind of kinds) paths[kind] = path.join(dir, kind);
+  return paths;
+}
+
+/** Returns the directory that `mountShm(dir, …)` mounts the pod's /dev/shm on. */
+export function shmPathOf(dir: string): string {
+  return path.join(dir, 'shm');
 }
 
 /** Unmounts and deletes pinned namespace files; idempotent, a missing file is success. */
@@ -67,7 +77,7 @@ export async function isPinned(file: string): Promise<boolean> {
 
 /** Mounts the pod's /dev/shm: a tmpfs of `sizeBytes`, shared by its containers. */
 export async function mountShm(dir: string, sizeBytes: number): Promise<string> {
-  const target = path.join(dir, 'shm');
+  const target = shmPathOf(dir);
   await mkdir(target, { recursive: true, mode: 0o755 });
   await mountAsync('shm', target, 'tmpfs', MS_NOSUID | MS_NODEV | MS_NOEXEC, `mode=1777,size=${sizeBytes}`);
   return target;
