@@ -541,13 +541,16 @@ export class ContainerService implements SandboxContainers {
     const handler = this.handlers.list().find((candidate) => candidate.name === record.runtimeHandler);
     if (record.state === 'running' || record.state === 'created') await this.stopLocked(record, 0, log);
 
-    if (handler) {
-      await handler.driver.delete(record.id, log);
-    } else {
-      await this.removeWithoutHandler(record, log);
-    }
-    await this.images.removeRootfs(record.id, log);
-    await rm(record.bundlePath, { recursive: true, force: true });
+    // The runtime's delete and the rootfs removal do not depend on each other once the container
+    // has stopped, so they run together. The bundle is deleted once the runtime is done with it.
+    await settleAll([
+      (async () => {
+        if (handler) await handler.driver.delete(record.id, log);
+        else await this.removeWithoutHandler(record, log);
+        await rm(record.bundlePath, { recursive: true, force: true });
+      })(),
+      this.images.removeRootfs(record.id, log),
+    ]);
     await this.store.remove(record.id);
     if (this.names.get(nameKey(record.sandboxId, record.config)) === record.id) this.names.delete(nameKey(record.sandboxId, record.config));
     log.info('container removed');
@@ -571,7 +574,10 @@ export class ContainerService implements SandboxContainers {
     );
   }
 
-  /** Polls until the container has exited; returns false after `timeoutMs`. */
+  /**
+   * Polls until the container has exited; returns false after `timeoutMs`. A driver with
+   * waitForExit ends each pause as soon as the exit is recorded.
+   */
   private async waitExited(id: string, timeoutMs: number, log: Logger): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     let interval = 10;
@@ -580,7 +586,10 @@ export class ContainerService implements SandboxContainers {
       if (!record) return true;
       if ((await this.refresh(record, log)).state === 'exited') return true;
       if (Date.now() >= deadline) return false;
-      await sleep(Math.min(interval, Math.max(1, deadline - Date.now())));
+
+      const pause = Math.min(interval, Math.max(1, deadline - Date.now()));
+      const driver = this.handlers.list().find((candidate) => candidate.name === record.runtimeHandler)?.driver;
+      await (driver?.waitForExit ? driver.waitForExit(id, pause) : sleep(pause));
       interval = Math.min(interval * 2, 100);
     }
   }

@@ -50,7 +50,7 @@ export class DefaultImageStore implements ImageStore {
     try {
       const layers = new LayerStore(path.resolve(config.root, 'images'), pool, new Semaphore(config.image.max_concurrent_downloads), storeLog);
       await layers.open();
-      const rootfs = new RootfsManager(layers, pool, storeLog);
+      const rootfs = new RootfsManager(layers, storeLog);
       await rootfs.open();
       await layers.mutex.run(() => layers.collectGarbage(storeLog));
 

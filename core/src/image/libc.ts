@@ -21,6 +21,10 @@ const PR_SET_PDEATHSIG = 1;
 export const S_IFIFO = 0o010000;
 export const S_IFCHR = 0o020000;
 export const S_IFBLK = 0o060000;
+export const MNT_DETACH = 2;
+export const MS_NOSUID = 0x2;
+export const MS_NODEV = 0x4;
+export const MS_NOEXEC = 0x8;
 
 const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([name, value]) => [value, name]));
 
@@ -71,6 +75,41 @@ export function mount(source: string, target: string, fstype: string, flags: num
 /** umount2(2). */
 export function umount2(target: string, flags: number): void {
   if (umount2Call(target, flags) !== 0) fail('umount', target);
+}
+
+/**
+ * mount(2) on a thread of libuv's pool, for callers on the daemon's event loop. koffi 3 saves
+ * the errno of an async call on its thread and restores it while the callback runs
+ * (AsyncCall::Complete in koffi's src/koffi/src/call.cc), so the error names the call's errno.
+ */
+export function mountAsync(source: string, target: string, fstype: string, flags: number, data: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    mountCall.async(source, target, fstype, flags, data, (err: unknown, result: number) => {
+      settleAsyncCall(err, result, `mount ${fstype}`, target, resolve, reject);
+    });
+  });
+}
+
+/** umount2(2) on a thread of libuv's pool; errors as for mountAsync. */
+export function umount2Async(target: string, flags: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    umount2Call.async(target, flags, (err: unknown, result: number) => {
+      settleAsyncCall(err, result, 'umount', target, resolve, reject);
+    });
+  });
+}
+
+function settleAsyncCall(err: unknown, result: number, call: string, target: string, resolve: () => void, reject: (reason: Error) => void): void {
+  if (err) {
+    reject(err as Error);
+    return;
+  }
+  try {
+    if (result !== 0) fail(call, target);
+    resolve();
+  } catch (failure) {
+    reject(failure as Error);
+  }
 }
 
 /**

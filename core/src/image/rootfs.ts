@@ -5,8 +5,7 @@ import type { Logger } from '../log.js';
 import { AlreadyExistsError, errorMessage, InternalError, InvalidArgumentError, isErrno, NotFoundError } from '../errors.js';
 import type { LayerStore } from './layer-store.js';
 import type { RootfsMount } from './store.js';
-import type { WorkerPool } from './worker-pool.js';
-import { MNT_DETACH } from './extract-protocol.js';
+import { MNT_DETACH, mountAsync, umount2Async } from './libc.js';
 
 /** What the store keeps about a container's rootfs, saved as `containers/<id>/rootfs.json`. */
 interface RootfsRecord {
@@ -23,6 +22,8 @@ const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
 /**
  * Container root filesystems: an overlay per container whose lowerdirs are the image's layers
  * (through their short links) and whose upper and work dirs belong to the container alone.
+ * mount(2) and umount2(2) run on libuv's thread pool, not in the image workers, so that a
+ * container's mount never queues behind a layer that a worker is unpacking.
  */
 export class RootfsManager {
   readonly dir: string;
@@ -30,7 +31,6 @@ export class RootfsManager {
 
   constructor(
     private readonly layers: LayerStore,
-    private readonly pool: WorkerPool,
     private readonly log: Logger,
   ) {
     this.dir = path.join(layers.dir, 'containers');
@@ -108,7 +108,7 @@ export class RootfsManager {
 
     try {
       if (data.length <= MOUNT_DATA_LIMIT) {
-        await this.pool.mount('overlay', paths.path, 'overlay', 0, data);
+        await mountAsync('overlay', paths.path, 'overlay', 0, data);
       } else {
         // Too long for one page with absolute paths: mount(8) runs in the store directory so the
         // short links can be given relative to it.
@@ -167,11 +167,11 @@ export class RootfsManager {
   private async unmount(target: string, log: Logger): Promise<void> {
     if (!(await isMountPoint(target))) return;
     try {
-      await this.pool.umount(target, 0);
+      await umount2Async(target, 0);
     } catch (err) {
       if (!isErrno(err, 'EBUSY')) throw err;
       log.warn({ path: target }, 'rootfs busy; detaching it lazily');
-      await this.pool.umount(target, MNT_DETACH);
+      await umount2Async(target, MNT_DETACH);
     }
   }
 }

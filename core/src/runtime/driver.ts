@@ -127,6 +127,13 @@ export interface RuntimeDriver {
   state(id: string): Promise<ContainerRuntimeState>;
 
   /**
+   * Waits until the container's exit may have been recorded, or for `timeoutMs`, whichever comes
+   * first, so that a caller polling `state` can read an exit at once. Never rejects. Optional:
+   * without it, callers sleep between polls.
+   */
+  waitForExit?(id: string, timeoutMs: number): Promise<void>;
+
+  /**
    * Runs a command in the container, collects its output up to `maxOutputBytes` per stream and
    * kills the command at the timeout (the result then has `timedOut`). Throws
    * FailedPreconditionError when the container is not running.

@@ -1,6 +1,7 @@
 import { mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { isErrno } from '../errors.js';
+import { MS_NODEV, MS_NOEXEC, MS_NOSUID, mountAsync, umount2Async } from '../image/libc.js';
 import { runCommand } from '../util/command.js';
 
 /** Namespaces a pod sandbox pins; PID sharing is held by an infra container instead. */
@@ -18,12 +19,10 @@ export async function pinNamespaces(dir: string, kinds: PinnedKind[]): Promise<P
   if (kinds.length === 0) return {};
   await mkdir(dir, { recursive: true, mode: 0o711 });
 
-  const paths: Partial<Record<PinnedKind, string>> = {};
+  const paths = pinnedPaths(dir, kinds);
   const args: string[] = [];
-  for (const kind of kinds) {
-    const file = path.join(dir, kind);
+  for (const [kind, file] of Object.entries(paths)) {
     await (await open(file, 'w', 0o444)).close();
-    paths[kind] = file;
     args.push(`--${kind}=${file}`);
   }
 
@@ -37,14 +36,38 @@ export async function pinNamespaces(dir: string, kinds: PinnedKind[]): Promise<P
   return paths;
 }
 
+/** Returns the file that `pinNamespaces(dir, kinds)` pins each namespace kind on. */
+export function pinnedPaths(dir: string, kinds: PinnedKind[]): Partial<Record<PinnedKind, string>> {
+  const paths: Partial<Record<PinnedKind, string>> = {};
+  for (const kind of kinds) paths[kind] = path.join(dir, kind);
+  return paths;
+}
+
+/** Returns the directory that `mountShm(dir, …)` mounts the pod's /dev/shm on. */
+export function shmPathOf(dir: string): string {
+  return path.join(dir, 'shm');
+}
+
 /** Unmounts and deletes pinned namespace files; idempotent, a missing file is success. */
 export async function unpinNamespaces(files: string[]): Promise<void> {
-  const mounted: string[] = [];
-  for (const file of files) {
-    if (await isMountPoint(file)) mounted.push(file);
+  await releasePodMounts(files);
+}
+
+/**
+ * Unmounts the pinned namespace files and the pod's /dev/shm, then deletes them; idempotent, a
+ * missing file or directory is success.
+ */
+export async function releasePodMounts(namespaceFiles: string[], shmPath?: string): Promise<void> {
+  const targets = shmPath ? [...namespaceFiles, shmPath] : namespaceFiles;
+  if (targets.length === 0) return;
+
+  const mountPoints = await currentMountPoints();
+  for (const target of targets) {
+    if (mountPoints.has(path.resolve(target))) await umount2Async(target, 0);
   }
-  if (mounted.length > 0) await runCommand('umount', mounted, { timeoutMs: 30_000 });
-  for (const file of files) await rm(file, { force: true });
+
+  for (const file of namespaceFiles) await rm(file, { force: true });
+  if (shmPath) await rm(shmPath, { recursive: true, force: true });
 }
 
 /** Returns true when `file` exists and is a pinned namespace (an nsfs bind mount). */
@@ -54,16 +77,15 @@ export async function isPinned(file: string): Promise<boolean> {
 
 /** Mounts the pod's /dev/shm: a tmpfs of `sizeBytes`, shared by its containers. */
 export async function mountShm(dir: string, sizeBytes: number): Promise<string> {
-  const target = path.join(dir, 'shm');
+  const target = shmPathOf(dir);
   await mkdir(target, { recursive: true, mode: 0o755 });
-  await runCommand('mount', ['-t', 'tmpfs', '-o', `mode=1777,size=${sizeBytes},nosuid,nodev,noexec`, 'shm', target], { timeoutMs: 30_000 });
+  await mountAsync('shm', target, 'tmpfs', MS_NOSUID | MS_NODEV | MS_NOEXEC, `mode=1777,size=${sizeBytes}`);
   return target;
 }
 
 /** Unmounts the pod's /dev/shm; idempotent. */
 export async function unmountShm(target: string): Promise<void> {
-  if (await isMountPoint(target)) await runCommand('umount', [target], { timeoutMs: 30_000 });
-  await rm(target, { recursive: true, force: true });
+  await releasePodMounts([], target);
 }
 
 /** Returns true when `target` is the mount point of a mount in this mount namespace. */
@@ -74,9 +96,18 @@ export async function isMountPoint(target: string): Promise<boolean> {
     if (isErrno(err, 'ENOENT')) return false;
     throw err;
   }
-  const resolved = path.resolve(target);
+  return (await currentMountPoints()).has(path.resolve(target));
+}
+
+/** Mount points of this mount namespace, from /proc/self/mountinfo. */
+async function currentMountPoints(): Promise<Set<string>> {
   const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
-  return mountinfo.split('\n').some((line) => unescapeMountPath(line.split(' ')[4] ?? '') === resolved);
+  const mountPoints = new Set<string>();
+  for (const line of mountinfo.split('\n')) {
+    const field = line.split(' ')[4];
+    if (field !== undefined) mountPoints.add(unescapeMountPath(field));
+  }
+  return mountPoints;
 }
 
 function unescapeMountPath(value: string): string {

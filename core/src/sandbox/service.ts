@@ -17,7 +17,7 @@ import { KeyedMutex } from '../util/keyed-mutex.js';
 import type { KeyedRwLock } from '../util/keyed-rw-lock.js';
 import { removeCgroup } from '../cgroups/paths.js';
 import { ObjectStore } from '../state/object-store.js';
-import { isPinned, mountShm, pinNamespaces, unmountShm, unpinNamespaces, type PinnedKind } from './namespaces.js';
+import { isPinned, mountShm, pinNamespaces, pinnedPaths, releasePodMounts, shmPathOf, unmountShm, unpinNamespaces, type PinnedKind } from './namespaces.js';
 import { renderHosts, renderResolvConf, validateDns, validateHostname, type DnsSettings } from './files.js';
 import { checkSysctlsExist, validateSysctls } from './sysctl.js';
 import { sandboxNameKey, type PodNamespaceModes, type SandboxRecord } from './record.js';
@@ -124,7 +124,8 @@ export class SandboxService {
 
         await this.stopLocked(record, log);
         await this.containers.removeAll(id, log);
-        await this.release(record, log);
+        // The stop saved the record without network and namespaces, so they are not released twice.
+        await this.release(this.store.get(id) ?? record, log);
         await this.store.remove(id);
         this.names.delete(sandboxNameKey(record.config));
         log.info('pod sandbox removed');
@@ -211,28 +212,31 @@ export class SandboxService {
       namespaces: plan.namespaces,
       sysctls: plan.sysctls,
       dir,
-      pinned: {},
+      pinned: pinnedPaths(path.join(dir, 'ns'), plan.pinned),
+      shmPath: plan.namespaces.ipc === 'POD' ? shmPathOf(dir) : undefined,
       cgroupParent: ownsCgroupParent ? `${this.config.runtime.cgroup_parent}/${id}` : plan.cgroupParent,
       ownsCgroupParent,
       ips: [],
-      networkSetUp: false,
+      networkSetUp: plan.namespaces.network === 'POD',
     };
 
     // The intent record comes first: a crash from here on leaves a record that recovery undoes.
+    // It names every mount and the network this call may set up, so no second write is needed
+    // before the network setup. Releasing a mount that was never made is success, and so is a
+    // network teardown, which providers make idempotent.
     await this.store.save(record);
     cleanup.push('sandbox record', () => this.store.remove(id));
     await mkdir(dir, { recursive: true, mode: 0o711 });
     cleanup.push('sandbox directory', () => rm(dir, { recursive: true, force: true }));
     if (config.log_directory) await mkdir(config.log_directory, { recursive: true, mode: 0o755 });
 
-    record.pinned = await pinNamespaces(path.join(dir, 'ns'), plan.pinned);
+    await pinNamespaces(path.join(dir, 'ns'), plan.pinned);
     cleanup.push('pinned namespaces', () => unpinNamespaces(Object.values(record.pinned)));
-    if (plan.namespaces.ipc === 'POD') {
-      record.shmPath = await mountShm(dir, this.config.runtime.shm_size);
+    if (record.shmPath) {
+      await mountShm(dir, this.config.runtime.shm_size);
       cleanup.push('/dev/shm mount', () => unmountShm(record.shmPath!));
     }
     if (record.ownsCgroupParent) cleanup.push('cgroup parent', () => removeCgroup(record.cgroupParent));
-    await this.store.save(record);
 
     await writeFile(path.join(dir, 'hostname'), `${plan.hostname}\n`, { mode: 0o644 });
     await writeFile(path.join(dir, 'resolv.conf'), await renderResolvConf(plan.dns, log), { mode: 0o644 });
@@ -240,8 +244,6 @@ export class SandboxService {
     if (plan.namespaces.network === 'POD') {
       const started = process.hrtime.bigint();
       const request = this.networkRequest(record, log);
-      record.networkSetUp = true;
-      await this.store.save(record);
       cleanup.push('pod network', () => this.network.tearDown(request));
       record.ips = (await this.network.setUp(request)).ips;
       record.networkSetupMs = Number(process.hrtime.bigint() - started) / 1e6;
@@ -283,8 +285,7 @@ export class SandboxService {
         throw err;
       }
     }
-    await unpinNamespaces(Object.values(record.pinned));
-    if (record.shmPath) await unmountShm(record.shmPath);
+    await releasePodMounts(Object.values(record.pinned), record.shmPath);
   }
 
   /** Releases everything a sandbox record names: network, mounts, directory and owned cgroup. */

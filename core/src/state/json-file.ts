@@ -8,13 +8,18 @@ import { isErrno } from '../errors.js';
  * flushed to disk and renamed over `file`, and then the directory is flushed so that the new
  * name survives a crash too. A reader or a crash sees the old or the new content, never a
  * partial one.
+ *
+ * With `durable: false` both flushes are skipped, for files under a directory that does not
+ * outlive a reboot (the runroot, a tmpfs in production). Readers still never see a partial
+ * file, and a crash of the daemon alone loses nothing, because the page cache keeps the data.
  */
-export async function writeJsonAtomic(file: string, data: unknown, mode = 0o600): Promise<void> {
+export async function writeJsonAtomic(file: string, data: unknown, mode = 0o600, options: { durable?: boolean } = {}): Promise<void> {
+  const durable = options.durable ?? true;
   const temp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(6).toString('hex')}.tmp`);
   const handle = await open(temp, 'wx', mode);
   try {
     await handle.writeFile(`${JSON.stringify(data, null, 2)}\n`);
-    await handle.sync();
+    if (durable) await handle.sync();
   } finally {
     await handle.close();
   }
@@ -25,7 +30,7 @@ export async function writeJsonAtomic(file: string, data: unknown, mode = 0o600)
     await unlink(temp).catch(() => undefined);
     throw err;
   }
-  await syncDirectory(path.dirname(file));
+  if (durable) await syncDirectory(path.dirname(file));
 }
 
 /** Flushes the directory `dir` itself to disk, which makes a rename or a new entry in it durable. */

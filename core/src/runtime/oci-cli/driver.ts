@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, watch, type FSWatcher } from 'node:fs';
 import { mkdir, open, readFile, readlink, rm, stat, unlink } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
@@ -79,9 +79,14 @@ export class OciCliDriver implements RuntimeDriver {
   readonly handler: string;
   /** Last status seen per container, so that listing running containers spawns no process. */
   private readonly statusCache = new Map<string, { status: ContainerRuntimeStatus; pid: number }>();
+  /** inotify watch on the exits directory; undefined when it could not be set up. */
+  private exitWatcher?: FSWatcher;
+  /** Callers of waitForExit by container id, woken when conmon writes the container's exit file. */
+  private readonly exitWaiters = new Map<string, Set<() => void>>();
 
   constructor(private readonly settings: OciCliDriverSettings) {
     this.handler = settings.handler;
+    this.watchExits();
   }
 
   async features(): Promise<DriverFeatures> {
@@ -101,7 +106,9 @@ export class OciCliDriver implements RuntimeDriver {
       logPath: options.logPath,
       createdAtNs: String(process.hrtime.bigint()),
     };
-    await writeJsonAtomic(path.join(dir, 'monitor.json'), record);
+    // The driver's state directory is under the runroot, which a reboot empties along with the
+    // runtime's own state, so its files need no flush to disk.
+    await writeJsonAtomic(path.join(dir, 'monitor.json'), record, 0o600, { durable: false });
 
     let pid: number;
     try {
@@ -150,6 +157,8 @@ export class OciCliDriver implements RuntimeDriver {
     // the pod the processes it forked outlive it in the container's cgroup.
     if (!all && (await this.readExit(id)) !== undefined) return;
 
+    if (await this.signalInit(id, name, all, log)) return;
+
     // With --all the signal reaches every process of the container's cgroup, not only its init.
     const args = all ? ['kill', '--all', id, name] : ['kill', id, name];
     try {
@@ -190,10 +199,13 @@ export class OciCliDriver implements RuntimeDriver {
       return { id, status: 'stopped', pid: 0, ...exit };
     }
 
-    // A running container whose PID is still alive needs no runtime call.
+    // A created or running container whose init this driver started needs no runtime call: while
+    // the init's PID is alive the status is unchanged, and once it is gone the container has
+    // stopped. Only this driver moves a container from created to running.
     const cached = this.statusCache.get(id);
-    if (cached && cached.status === 'running' && cached.pid > 0 && isAlive(cached.pid)) {
-      return { id, status: 'running', pid: cached.pid };
+    if (cached && (cached.status === 'running' || cached.status === 'created') && cached.pid > 0) {
+      if (isAlive(cached.pid)) return { id, status: cached.status, pid: cached.pid };
+      return this.awaitExitFile(id);
     }
 
     const output = await this.runtimeState(id);
@@ -203,18 +215,73 @@ export class OciCliDriver implements RuntimeDriver {
     }
 
     const status = toStatus(output.status);
-    if (status === 'stopped') {
-      // conmon writes the exit file a moment after the process ends; give it that moment.
-      for (let attempt = 0; attempt < 20; attempt++) {
-        await sleep(25);
-        const late = await this.readExit(id);
-        if (late) return { id, status: 'stopped', pid: 0, ...late };
-      }
-      return { id, status: 'stopped', pid: 0 };
-    }
+    if (status === 'stopped') return this.awaitExitFile(id);
 
     this.statusCache.set(id, { status, pid: output.pid });
     return { id, status, pid: output.pid };
+  }
+
+  async waitForExit(id: string, timeoutMs: number): Promise<void> {
+    if (!this.exitWatcher) {
+      await sleep(timeoutMs);
+      return;
+    }
+
+    let wake!: () => void;
+    const woken = new Promise<void>((resolve) => (wake = resolve));
+    const waiters = this.exitWaiters.get(id) ?? new Set<() => void>();
+    waiters.add(wake);
+    this.exitWaiters.set(id, waiters);
+    const timer = setTimeout(wake, timeoutMs);
+    try {
+      // The file may have been written before the waiter was registered.
+      if (await fileExists(this.exitFile(id))) return;
+      await woken;
+    } finally {
+      clearTimeout(timer);
+      waiters.delete(wake);
+      if (waiters.size === 0 && this.exitWaiters.get(id) === waiters) this.exitWaiters.delete(id);
+    }
+  }
+
+  /**
+   * Returns the state of a container whose init has ended. conmon writes the exit file a moment
+   * after the process ends, so this waits up to 500 ms for it before reporting an unknown exit code.
+   */
+  private async awaitExitFile(id: string): Promise<ContainerRuntimeState> {
+    const deadline = Date.now() + 500;
+    for (;;) {
+      const exit = await this.readExit(id);
+      if (exit) {
+        this.statusCache.set(id, { status: 'stopped', pid: 0 });
+        return { id, status: 'stopped', pid: 0, ...exit };
+      }
+      const left = deadline - Date.now();
+      if (left <= 0) return { id, status: 'stopped', pid: 0 };
+      await this.waitForExit(id, Math.min(25, left));
+    }
+  }
+
+  /**
+   * Sets up the inotify watch that wakes waitForExit callers. Without it (the directory is
+   * missing, or inotify watches are used up) the callers sleep for their whole timeout.
+   */
+  private watchExits(): void {
+    try {
+      this.exitWatcher = watch(this.settings.exitsDir, { persistent: false }, (_event, filename) => {
+        const waiters = filename ? this.exitWaiters.get(filename.toString()) : undefined;
+        if (waiters) for (const wake of [...waiters]) wake();
+      });
+    } catch (err) {
+      this.settings.log.warn({ exits_dir: this.settings.exitsDir, err: errorMessage(err) }, 'cannot watch the container exits directory; stop waits fall back to polling');
+      return;
+    }
+    this.exitWatcher.on('error', (err) => {
+      this.settings.log.warn({ exits_dir: this.settings.exitsDir, err: errorMessage(err) }, 'watch of the container exits directory failed; stop waits fall back to polling');
+      this.exitWatcher?.close();
+      this.exitWatcher = undefined;
+      for (const waiters of this.exitWaiters.values()) for (const wake of [...waiters]) wake();
+    });
   }
 
   async execSync(id: string, options: ExecSyncOptions): Promise<ExecSyncResult> {
@@ -232,7 +299,7 @@ export class OciCliDriver implements RuntimeDriver {
     const token = randomBytes(6).toString('hex');
     const processFile = path.join(this.containerDir(id), `exec-${token}.json`);
     const pidFile = path.join(this.containerDir(id), `exec-${token}.pid`);
-    await writeJsonAtomic(processFile, processSpec);
+    await writeJsonAtomic(processFile, processSpec, 0o600, { durable: false });
 
     try {
       return await this.runExec(id, processFile, pidFile, options);
@@ -256,7 +323,7 @@ export class OciCliDriver implements RuntimeDriver {
   async updateResources(id: string, resources: OciLinuxResources, log: Logger): Promise<void> {
     await this.requireRecord(id);
     const file = path.join(this.containerDir(id), `resources-${randomBytes(6).toString('hex')}.json`);
-    await writeJsonAtomic(file, resources);
+    await writeJsonAtomic(file, resources, 0o600, { durable: false });
     try {
       await this.runtime(['update', '--resources', file, id]);
       log.debug({ resources }, 'container resources updated');
@@ -305,6 +372,48 @@ export class OciCliDriver implements RuntimeDriver {
 
   async close(): Promise<void> {
     this.statusCache.clear();
+    this.exitWatcher?.close();
+    this.exitWatcher = undefined;
+    for (const waiters of this.exitWaiters.values()) for (const wake of [...waiters]) wake();
+  }
+
+  /**
+   * Signals the container's init directly instead of spawning `<runtime> kill`, when its PID is
+   * in the status cache and still belongs to the container, which holds when the process's cgroup
+   * path contains the container id. SIGKILL for every process is sent this way only to the init of
+   * a PID namespace of the container's own, because the kernel kills all other processes of a
+   * PID namespace when its init dies (pid_namespaces(7)). Returns false to leave the signal to
+   * the runtime.
+   */
+  private async signalInit(id: string, signal: string, all: boolean, log: Logger): Promise<boolean> {
+    const cached = this.statusCache.get(id);
+    if (!cached || cached.pid <= 0 || (cached.status !== 'running' && cached.status !== 'created')) return false;
+    const number = /^\d+$/.test(signal) ? Number(signal) : os.constants.signals[signal as NodeJS.Signals];
+    if (number === undefined) return false;
+
+    let status: string;
+    let cgroups: string;
+    try {
+      [status, cgroups] = await Promise.all([readFile(`/proc/${cached.pid}/status`, 'utf8'), readFile(`/proc/${cached.pid}/cgroup`, 'utf8')]);
+    } catch (err) {
+      if (isErrno(err, 'ENOENT') || isErrno(err, 'ESRCH')) return false;
+      throw err;
+    }
+    if (!cgroups.split('\n').some((line) => line.includes(id))) return false;
+    if (all) {
+      // "NSpid: <host pid> ... 1": the process is PID 1 of the innermost of its PID namespaces.
+      const nsPids = /^NSpid:\s+(.*)$/m.exec(status)?.[1]?.trim().split(/\s+/) ?? [];
+      if (nsPids.length < 2 || nsPids[nsPids.length - 1] !== '1') return false;
+    }
+
+    try {
+      process.kill(cached.pid, number);
+    } catch (err) {
+      if (isErrno(err, 'ESRCH')) return false;
+      throw err;
+    }
+    log.debug({ pid: cached.pid, signal }, 'signalled the container init directly');
+    return true;
   }
 
   /** PID of the container's conmon, or undefined when it has exited (used by stats and tests). */
