@@ -12,7 +12,14 @@ import type { ContainerService, ContainerStore } from '../container/service.js';
 import type { StatsService } from '../container/stats.js';
 import type { KeyedRwLock } from '../util/keyed-rw-lock.js';
 
-/** Injection tokens for the core's interfaces; implementations are registered in di/container.ts. */
+/**
+ * Injection tokens for the core's interfaces. di/container.ts registers their implementations.
+ *
+ * RuntimeDriver and NetworkProvider have no token of their own. A node runs one driver per
+ * runtime handler, so services reach drivers through the handler registry
+ * (`RuntimeHandlers.get(handler).driver`). The network provider is optional, so services reach
+ * it through PodNetworkService, which also handles a node without one.
+ */
 export const Tokens = {
   Config: Symbol('BerthConfig') as InjectionToken<BerthConfig>,
   Logger: Symbol('Logger') as InjectionToken<Logger>,
