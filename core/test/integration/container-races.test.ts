@@ -5,9 +5,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { TestDaemon } from '../support/daemon.js';
 import { expectGrpcError, grpc } from '../support/cri-client.js';
 import { conmonProcessesFor } from '../support/driver-suite.js';
-import { cgroupsUnder, entries, mountsUnder, removeAllPods, releaseLeftovers, removeCgroupParent } from '../support/pods.js';
+import { cgroupsUnder, entries, mountsUnder } from '../support/pods.js';
 import { startRuntimeImages, type RuntimeImages } from '../support/runtime-images.js';
-import { containerConfig, runPod, startContainer, startRuntimeDaemon } from '../support/runtime-daemon.js';
+import { containerConfig, runPod, startContainer, startRuntimeDaemon, stopRuntimeDaemon } from '../support/runtime-daemon.js';
 
 describe('container races', () => {
   let images: RuntimeImages;
@@ -21,10 +21,7 @@ describe('container races', () => {
   });
 
   after(async () => {
-    await removeAllPods(daemon.client).catch((err: unknown) => console.error('cannot remove test pods', err));
-    await daemon.stop();
-    await releaseLeftovers(daemon.dir);
-    await removeCgroupParent(cgroupParent);
+    await stopRuntimeDaemon(daemon, cgroupParent);
     await images.stop();
   });
 

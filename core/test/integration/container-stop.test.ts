@@ -5,10 +5,9 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { TestDaemon } from '../support/daemon.js';
 import { expectGrpcError, grpc } from '../support/cri-client.js';
-import { removeAllPods, releaseLeftovers, removeCgroupParent } from '../support/pods.js';
 import { pushImage } from '../support/registry.js';
 import { runtimeImage, startRuntimeImages, type RuntimeImages } from '../support/runtime-images.js';
-import { containerConfig, exec, runPod, startContainer, startRuntimeDaemon, waitExited } from '../support/runtime-daemon.js';
+import { containerConfig, exec, runPod, startContainer, startRuntimeDaemon, stopRuntimeDaemon, waitExited } from '../support/runtime-daemon.js';
 
 /** Shell loop that exits with `code` when signal `signal` (a name or number) arrives. */
 function trapping(signal: string, code: number): string[] {
@@ -42,10 +41,7 @@ for (const handler of ['runc', 'crun']) {
     });
 
     after(async () => {
-      await removeAllPods(daemon.client).catch((err: unknown) => console.error('cannot remove test pods', err));
-      await daemon.stop();
-      await releaseLeftovers(daemon.dir);
-      await removeCgroupParent(cgroupParent);
+      await stopRuntimeDaemon(daemon, cgroupParent);
     });
 
     test('image StopSignal reaches the process', async () => {
@@ -174,10 +170,7 @@ describe('stop signal of records from older builds', () => {
   });
 
   after(async () => {
-    await removeAllPods(daemon.client).catch((err: unknown) => console.error('cannot remove test pods', err));
-    await daemon.stop();
-    await releaseLeftovers(daemon.dir);
-    await removeCgroupParent(cgroupParent);
+    await stopRuntimeDaemon(daemon, cgroupParent);
   });
 
   test('stored names still stop', async () => {

@@ -8,10 +8,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { TestDaemon } from '../support/daemon.js';
 import { expectGrpcError, grpc } from '../support/cri-client.js';
 import { CRI_LOG_LINE } from '../support/driver-suite.js';
-import { entries, mountsUnder, removeAllPods, releaseLeftovers, removeCgroupParent } from '../support/pods.js';
+import { entries, mountsUnder } from '../support/pods.js';
 import { runtimeImage, startRuntimeImages, type RuntimeImages } from '../support/runtime-images.js';
 import { pushImage } from '../support/registry.js';
-import { containerConfig, exec, runPod, startContainer, startRuntimeDaemon, waitExited } from '../support/runtime-daemon.js';
+import { containerConfig, exec, runPod, startContainer, startRuntimeDaemon, stopRuntimeDaemon, waitExited } from '../support/runtime-daemon.js';
 import { detectCgroupLayout } from '../../src/cgroups/layout.js';
 
 let images: RuntimeImages;
@@ -36,10 +36,7 @@ for (const handler of ['runc', 'crun']) {
     });
 
     after(async () => {
-      await removeAllPods(daemon.client).catch((err: unknown) => console.error('cannot remove test pods', err));
-      await daemon.stop();
-      await releaseLeftovers(daemon.dir);
-      await removeCgroupParent(cgroupParent);
+      await stopRuntimeDaemon(daemon, cgroupParent);
     });
 
     test('Status lists the handler features', async () => {

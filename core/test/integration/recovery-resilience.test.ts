@@ -5,9 +5,9 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import type { TestDaemon } from '../support/daemon.js';
-import { entries, mountsUnder, removeAllPods, releaseLeftovers, removeCgroupParent } from '../support/pods.js';
+import { entries, mountsUnder } from '../support/pods.js';
 import { startRuntimeImages, type RuntimeImages } from '../support/runtime-images.js';
-import { containerConfig, runPod, startContainer, startRuntimeDaemon, waitExited } from '../support/runtime-daemon.js';
+import { containerConfig, runPod, startContainer, startRuntimeDaemon, stopRuntimeDaemon, waitExited } from '../support/runtime-daemon.js';
 
 describe('recovery resilience', () => {
   let images: RuntimeImages;
@@ -21,10 +21,7 @@ describe('recovery resilience', () => {
   });
 
   after(async () => {
-    await removeAllPods(daemon.client).catch((err: unknown) => console.error('cannot remove test pods', err));
-    await daemon.stop();
-    await releaseLeftovers(daemon.dir);
-    await removeCgroupParent(cgroupParent);
+    await stopRuntimeDaemon(daemon, cgroupParent);
     await images.stop();
   });
 

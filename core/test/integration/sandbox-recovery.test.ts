@@ -4,7 +4,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { TestDaemon } from '../support/daemon.js';
 import { expectGrpcError, grpc } from '../support/cri-client.js';
-import { entries, mountsUnder, podConfig, removeAllPods, releaseLeftovers, removeCgroupParent, runtimeTestConfig } from '../support/pods.js';
+import { entries, mountsUnder, podConfig, runtimeTestConfig } from '../support/pods.js';
+import { stopRuntimeDaemon } from '../support/runtime-daemon.js';
 
 describe('sandbox recovery', () => {
   let daemon: TestDaemon;
@@ -19,10 +20,7 @@ describe('sandbox recovery', () => {
   });
 
   after(async () => {
-    await removeAllPods(daemon.client).catch((err: unknown) => console.error('cannot remove test pods', err));
-    await daemon.stop();
-    await releaseLeftovers(daemon.dir);
-    await removeCgroupParent(cgroupParent);
+    await stopRuntimeDaemon(daemon, cgroupParent);
   });
 
   test('half-created sandbox is undone at start-up', async () => {

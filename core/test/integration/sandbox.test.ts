@@ -5,7 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { TestDaemon } from '../support/daemon.js';
 import { expectGrpcError, grpc } from '../support/cri-client.js';
-import { entries, mountsUnder, removeAllPods, releaseLeftovers, podConfig, removeCgroupParent, runtimeTestConfig } from '../support/pods.js';
+import { entries, mountsUnder, podConfig, runtimeTestConfig } from '../support/pods.js';
+import { stopRuntimeDaemon } from '../support/runtime-daemon.js';
 
 for (const handler of ['runc', 'crun']) {
   describe(`pod sandboxes on ${handler}`, () => {
@@ -19,10 +20,7 @@ for (const handler of ['runc', 'crun']) {
     });
 
     after(async () => {
-      await removeAllPods(daemon.client).catch((err: unknown) => console.error('cannot remove test pods', err));
-      await daemon.stop();
-      await releaseLeftovers(daemon.dir);
-      await removeCgroupParent(cgroupParent);
+      await stopRuntimeDaemon(daemon, cgroupParent);
     });
 
     const runPod = async (config = podConfig('pod')): Promise<string> =>

@@ -7,7 +7,7 @@ import type { RuntimeImages } from './runtime-images.js';
 import type { ContainerConfig } from '../../src/cri/generated/runtime/v1/ContainerConfig.js';
 import type { ContainerStatus__Output } from '../../src/cri/generated/runtime/v1/ContainerStatus.js';
 import type { PodSandboxConfig } from '../../src/cri/generated/runtime/v1/PodSandboxConfig.js';
-import { podConfig, runtimeTestConfig } from './pods.js';
+import { podConfig, releaseLeftovers, removeAllPods, removeCgroupParent, runtimeTestConfig } from './pods.js';
 
 /**
  * Starts a daemon with the runc and crun handlers, the test registry as its only (plain HTTP)
@@ -30,6 +30,17 @@ export async function startRuntimeDaemon(
     },
   });
   return { daemon, cgroupParent };
+}
+
+/**
+ * Removes every pod of a daemon from startRuntimeDaemon, stops it, and releases what a failed
+ * test left: mounts and monitors under its directory and its cgroup parent.
+ */
+export async function stopRuntimeDaemon(daemon: TestDaemon, cgroupParent: string): Promise<void> {
+  await removeAllPods(daemon.client).catch((err: unknown) => console.error('cannot remove test pods', err));
+  await daemon.stop();
+  await releaseLeftovers(daemon.dir);
+  await removeCgroupParent(cgroupParent);
 }
 
 /** A pod with a log directory under the daemon's temp dir; returns its id and config. */
