@@ -127,6 +127,7 @@ describe('container restart and leaks', () => {
     assert.deepEqual(await entries(path.join(daemon.dir, 'run/exits')), []);
     for (const handler of ['runc', 'crun']) {
       assert.deepEqual(await entries(path.join(daemon.dir, 'run/runtimes', handler, 'containers')), [], handler);
+      assert.deepEqual(await entries(path.join(daemon.dir, 'run/runtimes', handler, 'sockets')), [], `${handler} attach socket links`);
     }
     assert.deepEqual(await cgroupsUnder(cgroupParent), []);
 

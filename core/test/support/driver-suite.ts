@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { lstat, mkdtemp, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -223,6 +223,8 @@ export function runOciCliDriverSuite(runtimeName: string, factory: RuntimeDriver
       await driver.start(id, log);
       const monitorPid = await driver.monitorPid(id);
       assert.ok(monitorPid !== undefined);
+      const socketLink = path.join(stateDir, 'sockets', id);
+      assert.ok((await lstat(socketLink)).isSymbolicLink(), 'conmon links the attach socket directory');
 
       await driver.kill(id, 'SIGKILL', log);
       await waitStopped(driver, id);
@@ -233,6 +235,7 @@ export function runOciCliDriverSuite(runtimeName: string, factory: RuntimeDriver
       assert.deepEqual(await waitNoConmon(id), []);
       assert.deepEqual((await workspace.leftoverCgroups()).filter((dir) => dir.endsWith(id)), []);
       await assert.rejects(stat(path.join(exitsDir, id)), /ENOENT/);
+      await assert.rejects(lstat(socketLink), /ENOENT/);
     });
 
     test('delete of a created container', async () => {
@@ -240,6 +243,7 @@ export function runOciCliDriverSuite(runtimeName: string, factory: RuntimeDriver
       await driver.delete(id, log);
       assert.deepEqual(await waitNoConmon(id), []);
       await assert.rejects(driver.state(id), /not found/);
+      await assert.rejects(lstat(path.join(stateDir, 'sockets', id)), /ENOENT/);
     });
   });
 }

@@ -185,9 +185,14 @@ export class OciCliDriver implements RuntimeDriver {
     await this.stopMonitor(id, hadExit, log);
     this.statusCache.delete(id);
     await rm(this.containerDir(id), { recursive: true, force: true });
-    await unlink(this.exitFile(id)).catch((err: unknown) => {
-      if (!isErrno(err, 'ENOENT')) throw err;
-    });
+
+    // conmon links <socket dir>/<id> to the container directory for its attach socket and does
+    // not remove the link when it exits.
+    for (const file of [this.exitFile(id), this.socketLink(id)]) {
+      await unlink(file).catch((err: unknown) => {
+        if (!isErrno(err, 'ENOENT')) throw err;
+      });
+    }
   }
 
   async state(id: string): Promise<ContainerRuntimeState> {
@@ -577,6 +582,10 @@ export class OciCliDriver implements RuntimeDriver {
 
   private paths(id: string): MonitorPaths {
     return monitorPaths(this.containerDir(id), path.join(this.settings.stateDir, 'sockets'));
+  }
+
+  private socketLink(id: string): string {
+    return path.join(this.paths(id).socketDir, id);
   }
 
   private exitFile(id: string): string {
