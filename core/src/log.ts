@@ -41,3 +41,14 @@ export function createLogger(level: LogLevel | LevelWithSilent, destination?: No
   };
   return pino(options, destination ?? pino.destination({ fd: 2, sync: false }));
 }
+
+/**
+ * Returns a child of `log` that carries `ids`, leaving out the ids it already carries with the
+ * same value. pino writes every binding of every child level, so binding a request's
+ * `container_id` again in a service would print the key twice in one JSON line.
+ */
+export function withIds(log: Logger, ids: Record<string, string>): Logger {
+  const bound = log.bindings();
+  const added = Object.fromEntries(Object.entries(ids).filter(([key, value]) => bound[key] !== value));
+  return Object.keys(added).length === 0 ? log : log.child(added);
+}

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { inject, injectable } from 'tsyringe';
 import { Tokens } from '../di/tokens.js';
-import type { Logger } from '../log.js';
+import { withIds, type Logger } from '../log.js';
 import type { BerthConfig } from '../config/types.js';
 import {
   AlreadyExistsError,
@@ -100,7 +100,7 @@ export class ContainerService implements SandboxContainers {
 
   /** Starts a created container; an application container needs its sandbox to be ready. */
   async start(id: string, requestLog: Logger): Promise<void> {
-    const log = requestLog.child({ container_id: id });
+    const log = withIds(requestLog, { container_id: id });
     const { sandboxId, infra } = this.require(id);
     // RunPodSandbox starts the infra container before the sandbox is ready, and its own sandbox
     // lock keeps StopPodSandbox and RemovePodSandbox waiting meanwhile.
@@ -155,13 +155,13 @@ export class ContainerService implements SandboxContainers {
    * Idempotent on a stopped container.
    */
   async stop(id: string, timeoutSeconds: number, requestLog: Logger): Promise<void> {
-    const log = requestLog.child({ container_id: id });
+    const log = withIds(requestLog, { container_id: id });
     await this.locks.run(id, () => this.stopLocked(this.require(id), timeoutSeconds, log));
   }
 
   /** Removes a container, stopping it first; idempotent, an unknown id is success. */
   async remove(id: string, requestLog: Logger): Promise<void> {
-    const log = requestLog.child({ container_id: id });
+    const log = withIds(requestLog, { container_id: id });
     await this.locks.run(id, async () => {
       const record = this.store.get(id);
       if (!record) {
@@ -174,7 +174,7 @@ export class ContainerService implements SandboxContainers {
 
   /** Returns the container's record with its state brought up to date. */
   async status(id: string, log: Logger): Promise<ContainerRecord> {
-    return this.refresh(this.require(id), log.child({ container_id: id }));
+    return this.refresh(this.require(id), withIds(log, { container_id: id }));
   }
 
   /** Lists containers matching `filter`, infra containers excluded. */
@@ -186,7 +186,7 @@ export class ContainerService implements SandboxContainers {
       if (filter.sandboxId && !candidate.sandboxId.startsWith(filter.sandboxId)) continue;
       if (filter.labels && !matchesLabels(candidate.config.labels, filter.labels)) continue;
 
-      const record = await this.refreshListed(candidate, log.child({ container_id: candidate.id }));
+      const record = await this.refreshListed(candidate, withIds(log, { container_id: candidate.id }));
       if (!record) continue;
       if (filter.state && record.state !== filter.state) continue;
       result.push(record);
@@ -214,7 +214,7 @@ export class ContainerService implements SandboxContainers {
    * and the call fails with DeadlineExceeded, which the kubelet reads as a probe timeout.
    */
   async execSync(id: string, cmd: string[], timeoutSeconds: number, requestLog: Logger): Promise<{ stdout: Buffer; stderr: Buffer; exitCode: number }> {
-    const log = requestLog.child({ container_id: id });
+    const log = withIds(requestLog, { container_id: id });
     if (cmd.length === 0) throw new InvalidArgumentError('cmd: must name a command to run');
     if (timeoutSeconds < 0) throw new InvalidArgumentError(`timeout: ${timeoutSeconds} must not be negative`);
 
@@ -243,7 +243,7 @@ export class ContainerService implements SandboxContainers {
 
   /** Applies new resources to a created or running container and records them. */
   async updateResources(id: string, resources: LinuxContainerResources__Output | null, requestLog: Logger): Promise<void> {
-    const log = requestLog.child({ container_id: id });
+    const log = withIds(requestLog, { container_id: id });
     await this.locks.run(id, async () => {
       const record = await this.refresh(this.require(id), log);
       if (record.state === 'exited') throw new FailedPreconditionError(`container ${id} has exited; its resources cannot change`);
@@ -258,7 +258,7 @@ export class ContainerService implements SandboxContainers {
 
   /** Makes the container's monitor reopen its log file, after the kubelet rotated it. */
   async reopenLog(id: string, requestLog: Logger): Promise<void> {
-    const log = requestLog.child({ container_id: id });
+    const log = withIds(requestLog, { container_id: id });
     const record = await this.refresh(this.require(id), log);
     if (record.state !== 'running') throw new FailedPreconditionError(`container ${id} is ${record.state}, not running; its log cannot be reopened`);
     await this.handlers.get(record.runtimeHandler).driver.reopenLog(id, log);
@@ -277,7 +277,7 @@ export class ContainerService implements SandboxContainers {
     const stop = (record: ContainerRecord): Promise<void> =>
       this.locks.run(record.id, async () => {
         const current = this.store.get(record.id);
-        if (current) await this.stopLocked(current, timeoutSeconds, log.child({ container_id: record.id }));
+        if (current) await this.stopLocked(current, timeoutSeconds, withIds(log, { container_id: record.id }));
       });
 
     // Application containers together, so that the grace periods overlap; the infra container,
@@ -291,7 +291,7 @@ export class ContainerService implements SandboxContainers {
     const remove = (record: ContainerRecord): Promise<void> =>
       this.locks.run(record.id, async () => {
         const current = this.store.get(record.id);
-        if (current) await this.removeLocked(current, log.child({ container_id: record.id }));
+        if (current) await this.removeLocked(current, withIds(log, { container_id: record.id }));
       });
 
     await settleAll(members.filter((record) => !record.infra).map(remove));
@@ -316,7 +316,7 @@ export class ContainerService implements SandboxContainers {
   async recover(log: Logger): Promise<void> {
     const records = await this.store.load(log);
     for (const record of records) {
-      const containerLog = log.child({ container_id: record.id, sandbox_id: record.sandboxId });
+      const containerLog = withIds(log, { container_id: record.id, sandbox_id: record.sandboxId });
       try {
         await this.recoverOne(record, containerLog);
       } catch (err) {
@@ -372,7 +372,7 @@ export class ContainerService implements SandboxContainers {
     }
 
     const id = randomBytes(32).toString('hex');
-    const log = requestLog.child({ container_id: id, sandbox_id: sandbox.id });
+    const log = withIds(requestLog, { container_id: id, sandbox_id: sandbox.id });
     const cleanup = new CleanupStack(log);
     this.names.set(key, id);
     cleanup.push('name reservation', async () => {

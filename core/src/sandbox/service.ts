@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { inject, injectable } from 'tsyringe';
 import { Tokens } from '../di/tokens.js';
-import type { Logger } from '../log.js';
+import { withIds, type Logger } from '../log.js';
 import type { BerthConfig } from '../config/types.js';
 import { AlreadyExistsError, InvalidArgumentError, NotFoundError, errorMessage } from '../errors.js';
 import type { RuntimeHandlerRegistry } from '../runtime/handlers.js';
@@ -72,7 +72,7 @@ export class SandboxService {
     }
 
     const id = randomBytes(32).toString('hex');
-    const log = requestLog.child({ sandbox_id: id });
+    const log = withIds(requestLog, { sandbox_id: id });
     this.names.set(nameKey, id);
     const cleanup = new CleanupStack(log);
     cleanup.push('name reservation', async () => {
@@ -97,7 +97,7 @@ export class SandboxService {
    * /dev/shm. Idempotent: a stopped or unknown sandbox is success.
    */
   async stop(id: string, requestLog: Logger): Promise<void> {
-    const log = requestLog.child({ sandbox_id: id });
+    const log = withIds(requestLog, { sandbox_id: id });
     // The exclusive hold waits for CreateContainer and StartContainer calls in the pod.
     await this.locks.run(id, () =>
       this.sandboxLocks.exclusive(id, async () => {
@@ -113,7 +113,7 @@ export class SandboxService {
 
   /** Removes the pod, its containers and everything it made. Idempotent. */
   async remove(id: string, requestLog: Logger): Promise<void> {
-    const log = requestLog.child({ sandbox_id: id });
+    const log = withIds(requestLog, { sandbox_id: id });
     await this.locks.run(id, () =>
       this.sandboxLocks.exclusive(id, async () => {
         const record = this.store.get(id);
@@ -153,7 +153,7 @@ export class SandboxService {
   async recover(log: Logger): Promise<void> {
     const records = await this.store.load(log);
     for (const record of records) {
-      const sandboxLog = log.child({ sandbox_id: record.id });
+      const sandboxLog = withIds(log, { sandbox_id: record.id });
       try {
         await this.recoverOne(record, sandboxLog);
       } catch (err) {
