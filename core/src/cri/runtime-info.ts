@@ -1,6 +1,6 @@
 import { inject, injectable } from 'tsyringe';
 import { Tokens } from '../di/tokens.js';
-import type { RuntimeHandlerRegistry } from '../runtime/handlers.js';
+import type { RuntimeHandler, RuntimeHandlerRegistry } from '../runtime/handlers.js';
 import type { PodNetworkService } from '../network/service.js';
 import type { BerthConfig } from '../config/types.js';
 import type { CriHandlerGroup, UnaryHandler } from './handler.js';
@@ -59,10 +59,7 @@ export class RuntimeInfoHandlers implements CriHandlerGroup {
     const response: StatusResponse = {
       status: { conditions: [runtimeReady, networkReady] },
       info: {},
-      runtime_handlers: handlers.map((handler) => ({
-        name: handler.name,
-        features: { recursive_read_only_mounts: false, user_namespaces: false },
-      })),
+      runtime_handlers: handlerEntries(handlers, this.handlers.defaultHandler),
       features: { supplemental_groups_policy: false },
     };
 
@@ -87,4 +84,15 @@ export class RuntimeInfoHandlers implements CriHandlerGroup {
     // berth writes cgroup paths itself (cgroupfs); it does not delegate to systemd.
     return { linux: { cgroup_driver: 'CGROUPFS' } };
   }
+}
+
+/**
+ * Lists each handler for `Status`, led by an entry with an empty name for the default handler,
+ * because CRI reads the empty name as the handler a pod gets when it names none.
+ */
+function handlerEntries(handlers: RuntimeHandler[], defaultName: string): StatusResponse['runtime_handlers'] {
+  const features = { recursive_read_only_mounts: false, user_namespaces: false };
+  const entries = handlers.map((handler) => ({ name: handler.name, features: { ...features } }));
+  if (handlers.some((handler) => handler.name === defaultName)) entries.unshift({ name: '', features: { ...features } });
+  return entries;
 }

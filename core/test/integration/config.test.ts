@@ -198,6 +198,6 @@ describe('config files', () => {
     const status = await daemon.client.runtime.Status({ verbose: true });
     const config = JSON.parse(status.info?.config ?? '{}') as Record<string, unknown>;
     assert.equal(config.default_runtime, 'second');
-    assert.deepEqual(status.runtime_handlers?.map((handler) => handler.name).sort(), ['second', 'vendor']);
+    assert.deepEqual(status.runtime_handlers?.map((handler) => handler.name).sort(), ['', 'second', 'vendor']);
   });
 });

@@ -36,7 +36,7 @@ describe('vendor plugin', () => {
     cleanups.push(() => daemon.cleanup());
 
     const status = await daemon.client.runtime.Status({ verbose: true });
-    assert.deepEqual(status.runtime_handlers?.map((handler) => handler.name), ['vendor']);
+    assert.deepEqual(status.runtime_handlers?.map((handler) => handler.name), ['', 'vendor']);
 
     const handlers = JSON.parse(status.info?.handlers ?? '{}') as Record<string, { driver: string; runtime: string; vm: boolean }>;
     assert.equal(handlers.vendor?.driver, 'example');
