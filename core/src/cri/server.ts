@@ -178,6 +178,7 @@ export class CriServer {
     const clientSide = [grpc.status.INVALID_ARGUMENT, grpc.status.NOT_FOUND, grpc.status.ALREADY_EXISTS, grpc.status.FAILED_PRECONDITION];
     if (clientSide.includes(code)) context.log.info(fields, 'request rejected');
     else if (code === grpc.status.DEADLINE_EXCEEDED) context.log.warn(fields, 'request timed out');
+    else if (code === grpc.status.UNIMPLEMENTED) context.log.warn(fields, 'request not supported by berth');
     else context.log.error(fields, 'request failed');
   }
 }

@@ -51,7 +51,9 @@ export function validateSysctls(sysctls: Record<string, string>, scope: SysctlSc
     const where = `linux.sysctls[${JSON.stringify(rawName)}]`;
 
     if (!/^[a-z0-9_][a-z0-9_./-]*$/i.test(name) || name.includes('..') || name.includes('/.')) {
-      throw new InvalidArgumentError(`${where}: invalid sysctl name; use dotted names such as net.ipv4.ip_forward`);
+      throw new InvalidArgumentError(
+        `${where}: invalid sysctl name; allowed are letters, digits, _ and - in components separated by . or /, such as net.ipv4.ip_forward`,
+      );
     }
 
     const ipc = IPC_SYSCTLS.some((pattern) => pattern.test(name));
