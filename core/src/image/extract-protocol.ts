@@ -4,9 +4,6 @@ import type { BlobAttempt, BlobRequest } from './registry-http.js';
 
 /** Messages between the daemon and its image worker processes. */
 
-/** umount2(2) flag (<sys/mount.h>): detach the mount now and clean it up once it is unused. */
-export const MNT_DETACH = 2;
-
 /** A layer blob to download and unpack. */
 export interface LayerJob {
   /** Empty directory that receives the layer's files. It also names the download in the worker. */
@@ -38,9 +35,7 @@ export type WorkerRequest =
   /** Checks the unpacked layer against the layers below, and flushes again what that changed. */
   | { id: number; type: 'layer-finish'; targetDir: string; lowerDirs: string[]; syncDir: string }
   /** Stops a download and drops its state. The daemon deletes its directory. */
-  | { id: number; type: 'layer-abort'; targetDir: string }
-  | { id: number; type: 'mount'; source: string; target: string; fstype: string; flags: number; data: string }
-  | { id: number; type: 'umount'; target: string; flags: number };
+  | { id: number; type: 'layer-abort'; targetDir: string };
 
 export type WorkerResponse =
   | { id: number; ok: true; attempt?: BlobAttempt; result?: ExtractResult }

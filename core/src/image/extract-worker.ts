@@ -1,6 +1,6 @@
 /**
- * Image worker process: downloads and unpacks layers and runs mount calls, so that the daemon's
- * event loop never waits on them. Several layer downloads share one worker, because each waits
+ * Image worker process: downloads and unpacks layers, so that the daemon's event loop never
+ * waits on them. Several layer downloads share one worker, because each waits
  * on the network most of the time. The daemon starts it with fork() and talks to it over the IPC
  * channel.
  */
@@ -11,7 +11,7 @@ import { BerthError } from '../errors.js';
 import { ExtractionError, type WorkerRequest, type WorkerResponse } from './extract-protocol.js';
 import type { LayerDownload } from './layer-download.js';
 import { keepPaxValuesBinary } from './layer-extractor.js';
-import { mount, setParentDeathSignal, syncfs, umount2 } from './libc.js';
+import { setParentDeathSignal, syncfs } from './libc.js';
 import { AgentCache } from './registry-http.js';
 import { UnsafeEntryError } from './tar-paths.js';
 
@@ -29,8 +29,8 @@ const agentCaches = new Map<string, AgentCache>();
 let downloadModule: Promise<typeof import('./layer-download.js')> | undefined;
 
 /**
- * Loads the layer download code (tar-stream, fzstd) on the first layer request, so that a worker
- * started only for mount calls starts faster and stays smaller.
+ * Loads the layer download code (tar-stream, fzstd) with the first layer request instead of at
+ * start, so that the worker is ready to take requests sooner.
  */
 function loadDownloadModule(): Promise<typeof import('./layer-download.js')> {
   downloadModule ??= import('./layer-download.js').then((module) => {
@@ -81,12 +81,6 @@ async function handle(request: WorkerRequest): Promise<WorkerResponse> {
       case 'layer-abort':
         downloads.get(request.targetDir)?.destroy();
         downloads.delete(request.targetDir);
-        return { id: request.id, ok: true };
-      case 'mount':
-        mount(request.source, request.target, request.fstype, request.flags, request.data);
-        return { id: request.id, ok: true };
-      case 'umount':
-        umount2(request.target, request.flags);
         return { id: request.id, ok: true };
     }
   } catch (err) {

@@ -69,12 +69,10 @@ export interface WorkerPoolOptions {
 }
 
 /**
- * Worker processes that download and unpack layers and run mount calls, started on demand. The
- * pool starts none up front. A new layer download goes to the worker with the fewest blobs
- * arriving, and a new worker is started for it while every worker has one arriving and the pool
- * is below its size. A mount call uses the worker with the fewest requests and starts one only
- * when there is none. A layer download stays on the worker it started on until its finish or
- * abort. A worker with no request and no layer download for `idleMs` is stopped. A worker that
+ * Worker processes that download and unpack layers, started on demand. The pool starts none up
+ * front. A new layer download goes to the worker with the fewest blobs arriving, and a new worker
+ * is started for it while every worker has one arriving and the pool is below its size. A layer
+ * download stays on the worker it started on until its finish or abort. A worker with no request and no layer download for `idleMs` is stopped. A worker that
  * dies fails its requests, and the next request that needs a worker starts a new one.
  */
 export class WorkerPool {
@@ -151,14 +149,6 @@ export class WorkerPool {
     };
   }
 
-  async mount(source: string, target: string, fstype: string, flags: number, data: string): Promise<void> {
-    await this.run(this.workerForCall(), { type: 'mount', source, target, fstype, flags, data });
-  }
-
-  async umount(target: string, flags: number): Promise<void> {
-    await this.run(this.workerForCall(), { type: 'umount', target, flags });
-  }
-
   /** Stops every worker and waits for them to exit. Requests after this reject. */
   async close(): Promise<void> {
     this.closed = true;
@@ -180,12 +170,6 @@ export class WorkerPool {
     const best = this.workers.reduce<PoolWorker | undefined>((found, candidate) => (found === undefined || candidate.downloads < found.downloads ? candidate : found), undefined);
     if (best !== undefined && (best.downloads === 0 || this.workers.length >= this.options.size)) return best;
     return this.spawn();
-  }
-
-  private workerForCall(): PoolWorker {
-    this.checkOpen();
-    const best = this.workers.reduce<PoolWorker | undefined>((found, candidate) => (found === undefined || candidate.pending.size < found.pending.size ? candidate : found), undefined);
-    return best ?? this.spawn();
   }
 
   private checkOpen(): void {

@@ -6,8 +6,16 @@ import { UnavailableError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { WorkerPool } from '../../src/image/worker-pool.js';
 
-/** A path that exists nowhere, so umount2 on it fails with ENOENT after a round trip to a worker. */
+/** A path that exists nowhere, so a syncfs request for it fails with ENOENT after a round trip to a worker. */
 const MISSING = '/nonexistent-berth-worker-pool-test/mnt';
+
+let nextJob = 0;
+
+/** Returns a layer job whose target directory does not exist, unique per call. */
+function layerJob(): { targetDir: string; compression: 'gzip'; digest: string; size: number } {
+  nextJob++;
+  return { targetDir: `/nonexistent-berth-worker-pool-test/job-${nextJob}`, compression: 'gzip', digest: `sha256:${'0'.repeat(64)}`, size: 1 };
+}
 
 /** PIDs of this process's image worker children. */
 async function workerPids(): Promise<number[]> {
@@ -30,13 +38,19 @@ async function waitFor(condition: () => boolean | Promise<boolean>, what: string
   }
 }
 
-/** Sends one request through the pool; returns the errno code the worker reported. */
+/**
+ * Sends one request to a worker through a layer download handle, then releases the handle.
+ * Returns the errno code the worker reported.
+ */
 async function roundTrip(pool: WorkerPool): Promise<string | undefined> {
+  const download = pool.startLayer(layerJob());
   try {
-    await pool.umount(MISSING, 0);
+    await download.sync(MISSING);
     return 'no error';
   } catch (err) {
     return (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+  } finally {
+    await download.abort();
   }
 }
 
@@ -140,11 +154,12 @@ describe('image worker pool', () => {
     assert.equal(await roundTrip(pool), 'ENOENT');
     const pids = await workerPids();
     assert.equal(pids.length, 1);
+    const openDownload = pool.startLayer(layerJob());
 
     await pool.close();
     assert.equal(pool.workerCount, 0);
     assert.deepEqual(await workerPids(), []);
-    await assert.rejects(pool.umount(MISSING, 0), UnavailableError);
+    await assert.rejects(openDownload.sync(MISSING), UnavailableError);
     assert.throws(() => pool!.startLayer({ targetDir: '/nonexistent-berth-worker-pool-test/diff', compression: 'gzip', digest: `sha256:${'0'.repeat(64)}`, size: 1 }), UnavailableError);
   });
 
