@@ -79,7 +79,7 @@ export class ContainerService implements SandboxContainers {
 
   /**
    * Creates a container in a ready sandbox and returns its id; on failure nothing stays behind.
-   * It holds the sandbox shared, so a StopPodSandbox or RemovePodSandbox waits for it and
+   * It takes the sandbox lock shared, so a StopPodSandbox or RemovePodSandbox waits for it and
    * stops or removes the new container, or runs first and makes it fail.
    */
   async create(sandboxId: string, config: ContainerConfig__Output, requestLog: Logger): Promise<string> {
@@ -524,17 +524,29 @@ export class ContainerService implements SandboxContainers {
 
   /**
    * Kills what is left in the cgroup of a container whose init has exited. In a PID namespace
-   * shared with the pod, processes the init forked outlive it. The container has stopped either
-   * way, so a failure is logged and not raised.
+   * shared with the pod, the node or another container, processes the init forked outlive it. A
+   * container with a PID namespace of its own is skipped, because the kernel kills the rest of
+   * that namespace when its init exits. The container has stopped either way, so a failure is
+   * logged and not raised.
    */
   private async killLeftovers(id: string, log: Logger): Promise<void> {
     const record = this.store.get(id);
-    if (!record) return;
+    if (!record || this.ownsPidNamespace(record)) return;
+
     try {
       await this.handlers.get(record.runtimeHandler).driver.kill(id, SIGKILL, log);
     } catch (err) {
       log.warn({ err }, 'failed to kill processes left in the stopped container');
     }
+  }
+
+  /** Tells whether the container's init is PID 1 of a namespace no other container shares. */
+  private ownsPidNamespace(record: ContainerRecord): boolean {
+    if (record.infra) return true;
+    const sandbox = this.sandboxes.get(record.sandboxId);
+    if (!sandbox) return false;
+    const mode = record.config.linux?.security_context?.namespace_options?.pid ?? sandbox.namespaces.pid;
+    return mode === 'CONTAINER';
   }
 
   private async removeLocked(record: ContainerRecord, log: Logger): Promise<void> {

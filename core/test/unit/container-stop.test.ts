@@ -58,15 +58,19 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** Saves a running record and makes a service around a fresh scripted driver. */
-async function runningContainer(stopSignal: number | string): Promise<string> {
+/**
+ * Saves a running record and makes a service around a fresh scripted driver. The container
+ * shares the pod's PID namespace unless `pidMode` says otherwise.
+ */
+async function runningContainer(stopSignal: number | string, pidMode = 'POD'): Promise<string> {
   driver = new ScriptedDriver();
   const handlers = {
     get: () => ({ name: 'fake', driver: driver as unknown as RuntimeDriver }),
     list: () => [{ name: 'fake', driver: driver as unknown as RuntimeDriver }],
   } as unknown as RuntimeHandlerRegistry;
   const config = { runtime: { restrict_oom_score_adj: false } } as unknown as BerthConfig;
-  service = new ContainerService(config, handlers, {} as never, store, {} as never, {} as never, new KeyedRwLock(), log);
+  const sandboxes = { get: () => ({ id: 's', namespaces: { network: 'POD', pid: pidMode, ipc: 'POD' } }) };
+  service = new ContainerService(config, handlers, sandboxes as never, store, {} as never, {} as never, new KeyedRwLock(), log);
 
   const id = `${Math.random().toString(16).slice(2)}`.padEnd(64, '0');
   const record = { id, sandboxId: 's', state: 'running', createdAtNs: '1', config: { metadata: { name: id } }, runtimeHandler: 'fake', stopSignal } as unknown as ContainerRecord;
@@ -119,6 +123,14 @@ test('stop survives a failed leftover kill', async () => {
   assert.equal(store.get(id)?.state, 'exited');
   const warning = lines.find((line) => line.level === 40 && line.container_id === id);
   assert.match(String(warning?.msg), /failed to kill processes left/);
+});
+
+test('stop skips the leftover kill in an own PID namespace', async () => {
+  const id = await runningContainer(15, 'CONTAINER');
+  driver.fatal.add(15);
+  await service.stop(id, 5, log);
+  assert.deepEqual(driver.signals, [15]);
+  assert.equal(store.get(id)?.state, 'exited');
 });
 
 test('stop kills a container that ignores its signal', async () => {
