@@ -19,9 +19,9 @@ export interface ContainerRecord {
   finishedAtNs?: string;
   exitCode?: number;
   /**
-   * `Completed`, `Error` or `OOMKilled` once exited; `StartError` when the start failed;
-   * `Unknown` when an interrupted create could not be undone, or, in reports only, when the
-   * container's runtime handler is no longer configured.
+   * `Completed`, `Error` or `OOMKilled` once exited, and `StartError` when the start failed.
+   * `Unknown` when an interrupted create could not be undone. Reports also show `Unknown` when
+   * the container's runtime handler is no longer configured.
    */
   reason?: string;
   message?: string;

@@ -75,7 +75,7 @@ export class ImagePuller {
    * auth file's entry for the endpoint's own host. Request credentials without server_address
    * are meant for the registry the image name resolves to, so a mirror never receives them.
    * NOTE: a short name without server_address sends them to each search registry tried in turn,
-   * because nothing in the request says which of them they are for.
+   * because the request does not name the registry they are for.
    */
   private credentialsFor(endpoint: PullEndpoint, auth: RegistryAuth | undefined): RegistryAuth | undefined {
     if (auth && hasCredentials(auth)) {

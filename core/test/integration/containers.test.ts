@@ -517,7 +517,8 @@ for (const handler of ['runc', 'crun']) {
       const layout = await detectCgroupLayout();
       const memoryRoot = layout.v1Mounts.get('memory') ?? layout.unifiedMount!;
       const processes = (await readFile(path.join(memoryRoot, cgroupsPath, 'cgroup.procs'), 'utf8')).trim().split('\n');
-      assert.ok(processes.length >= 1 && processes[0] !== '', `no process in ${cgroupsPath}`);
+      assert.ok(processes.length >= 1, `no process in ${cgroupsPath}`);
+      assert.notEqual(processes[0], '', `empty cgroup.procs in ${cgroupsPath}`);
 
       await daemon.client.runtime.RemovePodSandbox({ pod_sandbox_id: pod.id });
     });

@@ -363,7 +363,7 @@ describe('image pull over TLS', () => {
     await registry?.stop();
   });
 
-  /** Starts an image daemon whose certs_dir holds the registry's CA when `trustCa` is set. */
+  /** Starts an image daemon whose certs_dir contains the registry's CA when `trustCa` is set. */
   async function tlsDaemon(trustCa: boolean, registries: Record<string, unknown> = { 'unqualified-search-registries': [] }): Promise<TestDaemon> {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'berth-test-'));
     if (trustCa) {

@@ -73,6 +73,15 @@ describe('CRI server', () => {
     assert.equal(record.container_id, 'c0ffee');
   });
 
+  it('logs an unimplemented Exec at warn', async () => {
+    const daemon = await startDaemon();
+    const err = await expectGrpcError(daemon.client.runtime.Exec({ container_id: 'c0ffee', cmd: ['sh'], stdout: true }));
+    assert.equal(err.code, grpc.status.UNIMPLEMENTED);
+    const record = await daemon.waitForLog((entry) => entry.msg === 'request not supported by berth' && entry.container_id === 'c0ffee');
+    assert.equal(record.level, 'warn');
+    assert.equal(record.code, 'UNIMPLEMENTED');
+  });
+
   it('creates the socket with mode 0660', async () => {
     const daemon = await startDaemon();
     const info = await stat(daemon.socket);
